@@ -1,0 +1,467 @@
+"""The ``Cockpit`` handle: watches the user's loop and turns each step into records.
+
+Data flows one way: hooks (capture) -> :class:`~cockpit_log.statistics.StepStatistics`
+(computed once per step in the backward pass) -> quantities -> records -> sinks.
+
+Timeline of step ``t`` (``t`` = optimizer steps taken so far):
+
+1. forward: layer forward hooks register a gradient hook on each layer output, if anything is
+   due at ``t``; the loss module's forward hook captures the loss and individual losses.
+2. backward: each layer's gradient hook reduces its per-sample gradients at once.
+3. before the optimizer step: gradients (GradNorm) and ``theta_t`` are read.
+4. after the optimizer step: the update ``s = theta_{t+1} - theta_t`` is known; quantities
+   compute their records, which go to the sinks; ``t`` becomes ``t + 1``.
+
+In the automatic mode (``attach()``), 3 and 4 are the optimizer's step hooks and the loss is
+found through its module hook. In the explicit mode the user marks the backward pass with
+``with ck.backward(losses):`` (its exit is 3) and calls ``ck.step()`` after the update (4).
+"""
+
+from __future__ import annotations
+
+import time
+from contextlib import contextmanager
+from typing import Any, Callable, Iterator, Sequence
+
+import torch
+from torch import Tensor, nn
+from torch.nn.modules.module import register_module_forward_hook
+from torch.optim.optimizer import register_optimizer_step_post_hook, register_optimizer_step_pre_hook
+
+from .backends import GuardedSink, MemorySink, SinkSpec, make_sinks
+from .backends.local import LocalSink
+from .capture import Layer, check_per_sample_support, find_layers, train_mode_batchnorms
+from .errors import CockpitError, UnsupportedLossError, WarnOnce
+from .individual_losses import LossSplitter
+from .per_sample import is_internal_call
+from .presets import QuantitySpec, resolve_quantities
+from .quantities import Quantity
+from .records import Record
+from .schedules import ScheduleLike, as_schedule
+from .statistics import Needs, StepStatistics
+
+__all__ = ["Cockpit", "attach"]
+
+LOSS_QUANTITIES = ("Loss", "Alpha", "CABS")
+
+
+class Cockpit:
+    """Handle of an attached cockpit. Create it with :func:`attach`.
+
+    Attributes:
+        step: optimizer steps observed so far (the step the next records will carry).
+        records: every record of this run when a ``"memory"`` sink is attached, else ``[]``.
+        quantities: the active quantity instances.
+        run_dir: the run directory of the local sink, if one is attached.
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        loss_fn: Callable[..., Tensor] | None = None,
+        optimizer: torch.optim.Optimizer | None = None,
+        *,
+        sink: SinkSpec = "local",
+        quantities: QuantitySpec = "economy",
+        schedule: ScheduleLike = None,
+        automatic: bool = True,
+        exclude: Sequence[str] = (),
+        sink_options: dict[str, dict[str, Any]] | None = None,
+    ) -> None:
+        if not isinstance(model, nn.Module):
+            raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+        if optimizer is not None and not isinstance(optimizer, torch.optim.Optimizer):
+            raise TypeError(
+                f"optimizer must be a torch.optim.Optimizer, got {type(optimizer).__name__}; "
+                "for several optimizers use automatic=False and call ck.step() after updating"
+            )
+        if loss_fn is not None and not callable(loss_fn):
+            raise TypeError(f"loss_fn must be a loss module or callable, got {type(loss_fn).__name__}")
+        self.model = model
+        self.automatic = automatic
+        self.step = 0
+        self._warn = WarnOnce()
+        self._t0 = time.perf_counter()
+
+        self.quantities: list[Quantity] = resolve_quantities(quantities)
+        default = as_schedule(schedule)
+        for q in self.quantities:
+            q.bind_default_schedule(default)
+
+        excluded = tuple(exclude)
+        self._params: dict[str, nn.Parameter] = {
+            n: p
+            for n, p in model.named_parameters()
+            if p.requires_grad and not any(n == e or n.startswith(e + ".") for e in excluded)
+        }
+        if not self._params:
+            raise CockpitError("the model has no trainable parameters left to watch")
+        self._layers: list[Layer] = find_layers(model, self._params)
+        if self._uses_backward():
+            check_per_sample_support(model, self._layers)
+
+        self._splitter: LossSplitter | None = None
+        if isinstance(loss_fn, nn.Module):
+            self._splitter = LossSplitter(loss_fn)  # raises UnsupportedLossError with the options
+        self._loss_module = loss_fn if isinstance(loss_fn, nn.Module) else None
+        self._functional_loss = loss_fn is not None and not isinstance(loss_fn, nn.Module)
+        self._optimizer = optimizer
+
+        self.sinks = [GuardedSink(s, self._warn) for s in make_sinks(sink, sink_options)]
+        self._memory = next((g.sink for g in self.sinks if isinstance(g.sink, MemorySink)), None)
+        local = next((g.sink for g in self.sinks if isinstance(g.sink, LocalSink)), None)
+        self.run_dir = local.run_dir if local is not None else None
+        if local is not None:
+            local.write_meta(self._meta())
+
+        self._initial = {n: p.detach().clone() for n, p in self._params.items()} if self._has("Distance") else None
+        self._stats: StepStatistics | None = None
+        self._last_update: dict[str, Tensor] | None = None
+        self._in_explicit_backward = False
+        self._handles: list[Any] = []
+        self._closed = False
+        self._install_hooks()
+        if self._functional_loss and automatic:
+            self._skip_loss_quantities("loss_fn is a function, not a torch.nn loss module")
+
+    # ------------------------------------------------------------------ public API
+    @property
+    def records(self) -> list[Record]:
+        return self._memory.records if self._memory is not None else []
+
+    @contextmanager
+    def backward(
+        self, losses: Tensor | None = None, reduction: str = "mean", grad_scale: float = 1.0
+    ) -> Iterator[None]:
+        """Mark the backward pass of one step (explicit API, ``attach(..., automatic=False)``).
+
+        Args:
+            losses: the individual losses of the batch, shape ``[B]``; the loss you backpropagate
+                is their mean (``reduction="mean"``) or sum (``"sum"``), times ``grad_scale``.
+                Without them, Loss, Alpha and CABS are skipped.
+            reduction: how the backpropagated loss is formed from ``losses``.
+            grad_scale: factor the loss was multiplied by before backward (AMP's
+                ``scaler.get_scale()``); per-sample gradients are divided by it.
+
+        Only backward passes inside this block feed the per-sample instruments; with gradient
+        accumulation, put it around one micro-batch's backward.
+        """
+        if self.automatic:
+            raise CockpitError("ck.backward() is the explicit API; attach with automatic=False to use it")
+        if reduction not in ("mean", "sum"):
+            raise ValueError(f"reduction must be 'mean' or 'sum', got {reduction!r}")
+        if not grad_scale > 0:
+            raise ValueError(f"grad_scale must be positive, got {grad_scale!r}")
+        stats = self._ensure_stats()
+        stats.grad_scale = float(grad_scale)
+        if losses is not None:
+            losses = losses.detach().reshape(-1)
+            batch = losses.shape[0]
+            stats.individual_losses = losses * batch if reduction == "sum" else losses
+            stats.loss = stats.individual_losses.mean()
+            stats.loss_calls += 1
+        self._in_explicit_backward = True
+        try:
+            yield
+        finally:
+            self._in_explicit_backward = False
+        self._before_update(read_grads=False)
+
+    def step(self) -> None:
+        """Mark the end of an optimizer step (explicit API): parameters now hold ``theta_{t+1}``."""
+        if self.automatic:
+            raise CockpitError("ck.step() is the explicit API; attach with automatic=False to use it")
+        stats = self._ensure_stats()
+        if not stats.params_before and stats.needs.params_before:
+            self._before_update(read_grads=False)
+        self._read_grads(stats)
+        self._after_update()
+
+    def detach(self) -> None:
+        """Remove every hook cockpit-log installed; the model and optimizer are as before attach."""
+        for h in self._handles:
+            h.remove()
+        self._handles.clear()
+
+    def close(self) -> None:
+        """Detach, then deliver pending records and close the sinks. Safe to call twice."""
+        if self._closed:
+            return
+        self.detach()
+        for s in self.sinks:
+            s.close()
+        self._closed = True
+
+    def __enter__(self) -> Cockpit:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return (
+            f"Cockpit(step={self.step}, quantities={[q.name for q in self.quantities]}, "
+            f"sinks={[s.name for s in self.sinks]}, automatic={self.automatic})"
+        )
+
+    # ------------------------------------------------------------------ set-up
+    def _has(self, name: str) -> bool:
+        return any(q.name == name for q in self.quantities)
+
+    def _uses_backward(self) -> bool:
+        probe = Needs()
+        for q in self.quantities:
+            probe = probe | q.needs_at(0) | (q.needs_as_end(1) if q.two_step else Needs())
+        return probe.any_backward
+
+    def _meta(self) -> dict[str, Any]:
+        return {
+            "cockpit_log_version": _version(),
+            "torch_version": torch.__version__,
+            "quantities": [repr(q) for q in self.quantities],
+            "model": type(self.model).__name__,
+            "num_params": sum(p.numel() for p in self._params.values()),
+            "params": list(self._params),
+            "automatic": self.automatic,
+            "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        }
+
+    def _install_hooks(self) -> None:
+        for layer in self._layers:
+            self._handles.append(layer.module.register_forward_hook(self._layer_forward_hook(layer)))
+        if not self.automatic:
+            return
+        if self._loss_module is not None:
+            self._handles.append(self._loss_module.register_forward_hook(self._on_loss))
+        elif not self._functional_loss:
+            handle = register_module_forward_hook(self._discover_loss)
+            handle._cockpit_global_loss = True  # type: ignore[attr-defined]
+            self._handles.append(handle)
+        if self._optimizer is not None:
+            self._handles.append(self._optimizer.register_step_pre_hook(self._on_pre_step))
+            self._handles.append(self._optimizer.register_step_post_hook(self._on_post_step))
+        else:
+            self._handles.append(register_optimizer_step_pre_hook(self._discover_pre_step))
+            self._handles.append(register_optimizer_step_post_hook(self._discover_post_step))
+
+    def _skip_loss_quantities(self, why: str) -> None:
+        skipped = [q.name for q in self.quantities if q.name in LOSS_QUANTITIES]
+        if not skipped:
+            return
+        self.quantities = [q for q in self.quantities if q.name not in LOSS_QUANTITIES]
+        self._warn(
+            "skip-loss",
+            f"cockpit-log: {', '.join(skipped)} need individual losses and are skipped: {why}. Fix: pass the "
+            "loss as a torch.nn module, attach(model, nn.CrossEntropyLoss(), ...), or use the explicit API "
+            "(automatic=False, `with ck.backward(losses=...)`).",
+        )
+
+    # ------------------------------------------------------------------ per-step state
+    def _ensure_stats(self) -> StepStatistics:
+        stats = self._stats
+        if stats is None or stats.step != self.step:
+            needs = Needs()
+            for q in self.quantities:
+                needs = needs | q.needs(self.step)
+            stats = StepStatistics(step=self.step, needs=needs, initial_params=self._initial)
+            if needs.end_slopes:
+                stats.end_direction = self._last_update
+            self._stats = stats
+        return stats
+
+    def _active(self) -> bool:
+        return torch.is_grad_enabled() and not is_internal_call() and not self._closed
+
+    def _layer_forward_hook(self, layer: Layer) -> Callable[..., None]:
+        def hook(module: nn.Module, args: tuple[Any, ...], output: Any) -> None:
+            if not self._active():
+                return
+            stats = self._ensure_stats()
+            if not stats.needs.any_backward:
+                return
+            if not isinstance(output, Tensor) or not output.requires_grad:
+                return
+            if train_mode_batchnorms(module):
+                stats.problem = f"BatchNorm {layer.qualname!r} is in training mode"
+                return
+            inputs = tuple(a.detach() if isinstance(a, Tensor) else a for a in args)
+            output.register_hook(lambda delta: self._on_layer_grad(stats, layer, inputs, delta))
+
+        return hook
+
+    def _on_layer_grad(self, stats: StepStatistics, layer: Layer, inputs: tuple[Any, ...], delta: Tensor) -> None:
+        if not self.automatic and not self._in_explicit_backward:
+            return
+        try:
+            stats.add_layer(layer.module, inputs, delta.detach(), layer.names)
+        except Exception as err:  # noqa: BLE001 - never break the user's backward pass
+            stats.problem = f"per-sample gradients of {layer.qualname!r} failed: {type(err).__name__}: {err}"
+            self._warn(f"layer-{layer.qualname}", f"cockpit-log: {stats.problem}; its instruments are NaN this step")
+
+    def _on_loss(self, module: nn.Module, args: tuple[Any, ...], output: Any) -> None:
+        if not self._active() or not isinstance(output, Tensor) or output.dim() != 0:
+            return
+        stats = self._ensure_stats()
+        stats.loss_calls += 1
+        stats.loss = output.detach()
+        if stats.needs.losses and self._splitter is not None:
+            try:
+                stats.individual_losses = self._splitter.individual_losses(args, output)
+            except Exception as err:  # noqa: BLE001
+                self._warn("split", f"cockpit-log: individual losses of {self._splitter.name} failed: {err}")
+
+    def _discover_loss(self, module: nn.Module, args: tuple[Any, ...], output: Any) -> None:
+        if not isinstance(module, nn.modules.loss._Loss) or not self._active():
+            return
+        if not (args and isinstance(args[0], Tensor) and args[0].requires_grad):
+            return
+        try:
+            self._splitter = LossSplitter(module)
+        except UnsupportedLossError as err:
+            self._skip_loss_quantities(str(err))
+        self._loss_module = module
+        # replace the global hook by one on the module found
+        for h in list(self._handles):
+            if getattr(h, "_cockpit_global_loss", False):
+                h.remove()
+                self._handles.remove(h)
+        self._handles.append(module.register_forward_hook(self._on_loss))
+        self._on_loss(module, args, output)
+
+    def _owns(self, optimizer: torch.optim.Optimizer) -> bool:
+        ids = {id(p) for p in self._params.values()}
+        return any(id(p) in ids for g in optimizer.param_groups for p in g["params"])
+
+    def _discover_pre_step(self, optimizer: torch.optim.Optimizer, args: Any, kwargs: Any) -> None:
+        if self._optimizer is None and self._owns(optimizer):
+            self._optimizer = optimizer
+        if optimizer is self._optimizer:
+            self._on_pre_step(optimizer, args, kwargs)
+
+    def _discover_post_step(self, optimizer: torch.optim.Optimizer, args: Any, kwargs: Any) -> None:
+        if optimizer is self._optimizer:
+            self._on_post_step(optimizer, args, kwargs)
+
+    # ------------------------------------------------------------------ update
+    def _on_pre_step(self, optimizer: torch.optim.Optimizer, args: Any, kwargs: Any) -> None:
+        if self._closed:
+            return
+        self._before_update(read_grads=True)
+
+    def _on_post_step(self, optimizer: torch.optim.Optimizer, args: Any, kwargs: Any) -> None:
+        if self._closed:
+            return
+        self._after_update()
+
+    def _read_grads(self, stats: StepStatistics) -> None:
+        if stats.needs.batch_grad and not stats.grads:
+            stats.grads = {
+                n: torch.linalg.vector_norm(p.grad.detach()) for n, p in self._params.items() if p.grad is not None
+            }
+        if self._optimizer is not None and self._optimizer.param_groups:
+            lr = self._optimizer.param_groups[0].get("lr")
+            stats.learning_rate = float(lr) if lr is not None else None
+
+    def _before_update(self, read_grads: bool) -> None:
+        stats = self._ensure_stats()
+        if read_grads:
+            self._read_grads(stats)
+        if stats.needs.params_before:
+            stats.params_before = {n: p.detach().clone() for n, p in self._params.items()}
+
+    def _after_update(self) -> None:
+        stats = self._ensure_stats()
+        step = stats.step
+        if stats.params_before:
+            stats.update = {n: p.detach() - stats.params_before[n] for n, p in self._params.items()}
+        stats.elapsed = time.perf_counter() - self._t0
+        if stats.needs.keep_layer_io and stats.update:
+            try:
+                stats.start_slopes_value = stats.start_slopes(stats.update)
+            except Exception as err:  # noqa: BLE001
+                stats.problem = f"slopes along the update failed: {type(err).__name__}: {err}"
+                self._warn("slopes", f"cockpit-log: {stats.problem}")
+        stats.layer_io.clear()
+        if self.automatic and stats.needs.losses and stats.loss is None and self._splitter is None:
+            self._skip_loss_quantities("no torch.nn loss module was seen at step 0")
+        records: list[Record] = []
+        for q in self.quantities:
+            if q.is_due(step) or (q.two_step and q.is_due(step - 1)):
+                try:
+                    records.extend(q.compute(stats))
+                except Exception as err:  # noqa: BLE001 - a broken reading must not stop training
+                    self._warn(f"q-{q.name}", f"cockpit-log: {q.name} failed at step {step}: {type(err).__name__}: {err}")
+        self._report_problems(records)
+        self._last_update = stats.update if any(q.two_step and q.is_due(step) for q in self.quantities) else None
+        self._stats = None
+        self.step += 1
+        if records:
+            for s in self.sinks:
+                s.write(records)
+
+    def _report_problems(self, records: list[Record]) -> None:
+        for r in records:
+            if isinstance(r.value, float) and r.value != r.value and r.reason:
+                self._warn(f"nan-{r.quantity}-{r.reason}", f"cockpit-log: {r.quantity} is NaN at step {r.step}: {r.reason}")
+            elif isinstance(r.value, float) and r.value in (float("inf"), float("-inf")):
+                self._warn(f"inf-{r.quantity}", f"cockpit-log: {r.quantity} is infinite at step {r.step} (non-finite gradients?)")
+
+
+def attach(
+    model: nn.Module,
+    loss_fn: Callable[..., Tensor] | None = None,
+    optimizer: torch.optim.Optimizer | None = None,
+    *,
+    sink: SinkSpec = "local",
+    quantities: QuantitySpec = "economy",
+    schedule: ScheduleLike = None,
+    automatic: bool = True,
+    exclude: Sequence[str] = (),
+    sink_options: dict[str, dict[str, Any]] | None = None,
+) -> Cockpit:
+    """Attach the cockpit's instruments to a model; the training loop stays as it is.
+
+    Args:
+        model: the network. Its layers get forward hooks; nothing else changes.
+        loss_fn: the ``torch.nn`` loss module the loop calls. ``None``: the first ``torch.nn`` loss
+            module applied to a tensor requiring grad is used (found at step 0). A plain function
+            works too, but Loss, Alpha and CABS are then skipped (they need individual losses).
+        optimizer: the ``torch.optim`` optimizer. ``None``: the first optimizer that steps any of
+            the model's parameters is used (found at step 0).
+        sink: ``"local"`` (default), ``"memory"``, another installed sink name, a sink object, or a
+            list of them.
+        quantities: a preset (``"economy"``), quantity names or instances, or a list of them.
+        schedule: default track schedule: an int k (every k steps), a list of steps, or a callable
+            ``step -> bool`` (see :mod:`cockpit_log.schedules`). Default: every step.
+        automatic: ``False`` for the explicit API (``ck.backward(...)`` and ``ck.step()``).
+        exclude: parameter or module names to leave out of every quantity.
+        sink_options: keyword arguments per sink name, e.g. ``{"local": {"run_dir": "runs/a"}}``.
+
+    Returns:
+        The :class:`Cockpit` handle; call ``close()`` at the end (or use it as a context manager).
+
+    Raises:
+        UnsupportedModelError: a module makes per-sample gradients undefined (BatchNorm in
+            training mode) or unobservable; the message names it and the options.
+        UnsupportedLossError: ``loss_fn`` cannot be split into individual losses.
+    """
+    return Cockpit(
+        model,
+        loss_fn,
+        optimizer,
+        sink=sink,
+        quantities=quantities,
+        schedule=schedule,
+        automatic=automatic,
+        exclude=exclude,
+        sink_options=sink_options,
+    )
+
+
+def _version() -> str:
+    try:
+        from importlib.metadata import version
+
+        return version("cockpit-log")
+    except Exception:  # noqa: BLE001
+        return "unknown"

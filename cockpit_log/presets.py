@@ -1,0 +1,48 @@
+"""Configurations of Table 1: ``economy`` ⊆ ``business`` ⊆ ``full``, and name resolution."""
+
+from __future__ import annotations
+
+from typing import Iterable, Union
+
+from .quantities import ALL_QUANTITIES, Quantity
+
+__all__ = ["PRESETS", "QuantitySpec", "resolve_quantities"]
+
+#: Table 1's economy row, plus Loss and Time.
+ECONOMY = ["Alpha", "Distance", "UpdateSize", "GradNorm", "NormTest", "InnerTest", "OrthoTest", "GradHist1d", "Loss", "Time"]
+
+PRESETS: dict[str, list[str]] = {"economy": ECONOMY}
+RESERVED = ("business", "full")
+
+QuantitySpec = Union[str, Quantity, Iterable[Union[str, Quantity]]]
+
+
+def resolve_quantities(spec: QuantitySpec) -> list[Quantity]:
+    """Quantity instances from a preset name, a quantity name or instance, or a list of them.
+
+    Raises:
+        ValueError: for unknown names, reserved presets and duplicates.
+    """
+    items = [spec] if isinstance(spec, (str, Quantity)) else list(spec)
+    out: list[Quantity] = []
+    for item in items:
+        if isinstance(item, Quantity):
+            out.append(item)
+        elif item in PRESETS:
+            out.extend(ALL_QUANTITIES[name]() for name in PRESETS[item])
+        elif item in RESERVED:
+            raise ValueError(
+                f"preset {item!r} needs the curvature instruments (HessTrace, TICDiag, HessMaxEV, GradHist2d), "
+                "which this version does not provide yet; use 'economy' or a list of quantity names"
+            )
+        elif item in ALL_QUANTITIES:
+            out.append(ALL_QUANTITIES[item]())
+        else:
+            raise ValueError(
+                f"unknown quantity {item!r}; presets: {', '.join(PRESETS)}; quantities: {', '.join(ALL_QUANTITIES)}"
+            )
+    names = [q.name for q in out]
+    dup = {n for n in names if names.count(n) > 1}
+    if dup:
+        raise ValueError(f"quantity listed twice: {', '.join(sorted(dup))}")
+    return out

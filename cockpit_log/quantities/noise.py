@@ -1,0 +1,76 @@
+"""Gradient-noise instruments of Appendix C: MeanGSNR (30b), CABS (11), EarlyStopping (13d)."""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from ..records import Record
+from ..statistics import Needs, StepStatistics
+from . import equations as eq
+from .base import Quantity, nan_record
+
+__all__ = ["CABS", "EarlyStopping", "MeanGSNR"]
+
+
+def _elementwise(stats: StepStatistics) -> tuple[Tensor, Tensor]:
+    grad = torch.cat([st.batch_grad.to(torch.float64) for st in stats.params.values()])
+    csq = torch.cat([st.centered_sq.to(torch.float64) for st in stats.params.values()])
+    return grad, csq
+
+
+class _NoiseQuantity(Quantity):
+    def _result(self, stats: StepStatistics) -> eq.Result:
+        raise NotImplementedError
+
+    def compute(self, stats: StepStatistics) -> list[Record]:
+        problem = stats.per_sample_problem()
+        if problem:
+            return [nan_record(stats.step, self.name, problem)]
+        value, reason = self._result(stats)
+        return [Record(stats.step, self.name, value, reason=reason)]
+
+
+class MeanGSNR(_NoiseQuantity):
+    """Mean gradient signal-to-noise ratio (eq. 30a-30b) over all parameter elements.
+
+    Elements whose gradient variance vanishes are left out of the mean (see
+    :func:`cockpit_log.quantities.equations.mean_gsnr`).
+    """
+
+    name = "MeanGSNR"
+
+    def needs_at(self, step: int) -> Needs:
+        return Needs(centered_sq_elementwise=True)
+
+    def _result(self, stats: StepStatistics) -> eq.Result:
+        return eq.mean_gsnr(stats.batch_size or 0, *_elementwise(stats))
+
+
+class EarlyStopping(_NoiseQuantity):
+    """Evidence-based early-stopping criterion (eq. 13d); positive values suggest stopping.
+
+    Elements whose gradient variance vanishes are left out and ``D`` counts the rest.
+    """
+
+    name = "EarlyStopping"
+
+    def needs_at(self, step: int) -> Needs:
+        return Needs(centered_sq_elementwise=True)
+
+    def _result(self, stats: StepStatistics) -> eq.Result:
+        return eq.early_stopping(stats.batch_size or 0, *_elementwise(stats))
+
+
+class CABS(_NoiseQuantity):
+    """CABS batch-size suggestion (eq. 11), with the learning rate of the optimizer's first param group."""
+
+    name = "CABS"
+
+    def needs_at(self, step: int) -> Needs:
+        return Needs(centered_sq=True, losses=True)
+
+    def _result(self, stats: StepStatistics) -> eq.Result:
+        if stats.loss is None:
+            return float("nan"), "no loss value was captured at this step"
+        return eq.cabs(stats.batch_size or 0, stats.centered_sq_total(), float(stats.loss), stats.learning_rate)

@@ -1,0 +1,278 @@
+"""Per-step statistics, computed once per step inside the backward pass and shared by quantities.
+
+Per-sample gradients ``g_n`` (scaled as in :mod:`cockpit_log.individual_losses`) exist only
+inside one layer's backward hook: :meth:`StepStatistics.add_layer` reduces them at once to the
+small statistics the quantities read, and drops them before the next layer:
+
+============================  ===================================  ==========================
+statistic                     shape, per parameter p               read by
+============================  ===================================  ==========================
+``batch_grad``  g_B,p         D_p                                  InnerTest, OrthoTest, ...
+``sample_sq_norms``           B: ||g_n,p||^2                       OrthoTest
+``sample_dots``               B: g_n,p^T g_B,p                     InnerTest, OrthoTest
+``centered_sq``               D_p: sum_n (g_n,p - g_B,p)^2         NormTest, CABS, MeanGSNR,
+                                                                   EarlyStopping
+``hist``                      bins: counts of the B*D_p elements   GradHist1d
+``end_slopes``                B: s^T g_n                           Alpha (end point)
+============================  ===================================  ==========================
+
+Network-wide values are sums over parameters (norms, dot products and centred sums of squares
+all decompose over parameter blocks).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, fields
+from typing import Mapping
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from .individual_losses import share_scale
+from .per_sample import layer_per_sample_grads, layer_slopes
+from .records import Histogram1d
+
+__all__ = ["HistogramSpec", "Needs", "StepStatistics"]
+
+PER_SAMPLE_REUSE = (
+    "per-sample gradients came from more than one backward call or module use in this step "
+    "(gradient accumulation, or a module/parameter used twice in one forward); use the explicit "
+    "API `with ck.backward(...)` around one backward per step"
+)
+
+
+@dataclass(frozen=True)
+class HistogramSpec:
+    """Bins of a gradient-element histogram: ``bins`` equal bins on ``[low, high]``."""
+
+    bins: int = 100
+    low: float = -1.0
+    high: float = 1.0
+
+    def __post_init__(self) -> None:
+        if self.bins < 1 or not self.low < self.high:
+            raise ValueError(f"histogram needs bins >= 1 and low < high, got {self}")
+
+    @property
+    def edges(self) -> np.ndarray:
+        return np.linspace(self.low, self.high, self.bins + 1)
+
+
+@dataclass
+class Needs:
+    """What the quantities due at one step need computed. ``a | b`` merges two."""
+
+    losses: bool = False
+    batch_grad: bool = False
+    sample_sq_norms: bool = False
+    sample_dots: bool = False
+    centered_sq: bool = False
+    centered_sq_elementwise: bool = False
+    hist: HistogramSpec | None = None
+    keep_layer_io: bool = False
+    end_slopes: bool = False
+    params_before: bool = False
+
+    def __or__(self, other: Needs) -> Needs:
+        merged = {}
+        for f in fields(self):
+            a, b = getattr(self, f.name), getattr(other, f.name)
+            if f.name == "hist":
+                if a is not None and b is not None and a != b:
+                    raise ValueError(f"two histogram settings in one cockpit: {a} and {b}")
+                merged[f.name] = a if a is not None else b
+            else:
+                merged[f.name] = a or b
+        return Needs(**merged)
+
+    @property
+    def per_sample(self) -> bool:
+        """Whether per-sample gradients must be formed in the backward pass."""
+        return bool(
+            self.sample_sq_norms
+            or self.sample_dots
+            or self.centered_sq
+            or self.centered_sq_elementwise
+            or self.hist is not None
+        )
+
+    @property
+    def any_backward(self) -> bool:
+        """Whether layer hooks have anything to do in this step's backward pass."""
+        return self.per_sample or self.keep_layer_io or self.end_slopes
+
+
+def histogram_counts(x: Tensor, spec: HistogramSpec, edges: Tensor) -> tuple[Tensor, Tensor]:
+    """Counts of ``x`` in ``spec``'s bins (clipped to the edge bins) and [below, above, nan]."""
+    x = x.reshape(-1)
+    nan = torch.isnan(x)
+    idx = torch.bucketize(x, edges[1:-1], right=True)
+    idx = torch.where(nan, torch.full_like(idx, spec.bins), idx)
+    counts = torch.bincount(idx, minlength=spec.bins + 1)
+    extra = torch.stack([(x < spec.low).sum(), (x > spec.high).sum(), counts[spec.bins]])
+    return counts[: spec.bins], extra
+
+
+@dataclass
+class ParamStats:
+    """The statistics of one parameter at one step (see the module docstring)."""
+
+    batch_grad: Tensor | None = None
+    sample_sq_norms: Tensor | None = None
+    sample_dots: Tensor | None = None
+    centered_sq: Tensor | None = None
+    centered_sq_total: Tensor | None = None
+    hist: Tensor | None = None
+    hist_extra: Tensor | None = None
+    calls: int = 0
+
+
+@dataclass
+class LayerIO:
+    """What one layer saw in a tracked step, kept for slopes once the update is known."""
+
+    module: nn.Module
+    inputs: tuple[Tensor, ...]
+    delta: Tensor
+    names: dict[str, str]  # local parameter name -> model parameter name
+
+
+@dataclass
+class StepStatistics:
+    """Everything measured at one step ``t`` (parameters ``theta_t``, batch ``B_t``)."""
+
+    step: int
+    needs: Needs
+    batch_size: int | None = None
+    individual_losses: Tensor | None = None
+    loss: Tensor | None = None
+    loss_calls: int = 0
+    params: dict[str, ParamStats] = field(default_factory=dict)
+    layer_io: list[LayerIO] = field(default_factory=list)
+    end_direction: Mapping[str, Tensor] | None = None
+    end_slopes: Tensor | None = None
+    start_slopes_value: Tensor | None = None
+    grads: dict[str, Tensor] = field(default_factory=dict)
+    params_before: dict[str, Tensor] = field(default_factory=dict)
+    initial_params: Mapping[str, Tensor] | None = None
+    update: dict[str, Tensor] = field(default_factory=dict)
+    learning_rate: float | None = None
+    grad_scale: float = 1.0
+    problem: str | None = None
+    elapsed: float | None = None
+    _hist_edges: Tensor | None = None
+
+    # ------------------------------------------------------------------ backward pass
+    def add_layer(
+        self, module: nn.Module, inputs: tuple[Tensor, ...], delta: Tensor, names: dict[str, str]
+    ) -> None:
+        """Reduce one layer's per-sample gradients (called from its backward hook)."""
+        needs = self.needs
+        batch = delta.shape[0]
+        scale = share_scale(batch) / self.grad_scale
+        if self.batch_size is None:
+            self.batch_size = batch
+        if needs.keep_layer_io:
+            self.layer_io.append(LayerIO(module, inputs, delta, names))
+        if needs.end_slopes and self.end_direction is not None:
+            direction = {n: self.end_direction[full] for n, full in names.items()}
+            params = {n: p.detach() for n, p in module.named_parameters(recurse=False) if n in names}
+            slopes = layer_slopes(module, inputs, delta, params, direction) * scale
+            self.end_slopes = slopes if self.end_slopes is None else self.end_slopes + slopes
+        if not needs.per_sample:
+            return
+        grads = layer_per_sample_grads(module, inputs, delta, list(names))
+        for local, full in names.items():
+            g = grads.pop(local).reshape(batch, -1) * scale
+            self._reduce(full, g)
+            del g
+
+    def _reduce(self, name: str, g: Tensor) -> None:
+        needs = self.needs
+        st = self.params.setdefault(name, ParamStats())
+        st.calls += 1
+        if st.calls > 1:
+            return  # reuse or accumulation: flagged by the quantities through `calls`
+        gb = g.mean(0)
+        st.batch_grad = gb
+        if needs.sample_sq_norms:
+            st.sample_sq_norms = (g * g).sum(1)
+        if needs.sample_dots:
+            st.sample_dots = g @ gb
+        if needs.centered_sq or needs.centered_sq_elementwise:
+            c = g - gb
+            csq = (c * c).sum(0)
+            st.centered_sq_total = csq.sum()
+            if needs.centered_sq_elementwise:
+                st.centered_sq = csq
+        if needs.hist is not None:
+            if self._hist_edges is None or self._hist_edges.dtype != g.dtype:
+                self._hist_edges = torch.as_tensor(needs.hist.edges, dtype=g.dtype, device=g.device)
+            st.hist, st.hist_extra = histogram_counts(g, needs.hist, self._hist_edges)
+
+    # ------------------------------------------------------------------ after the update
+    def start_slopes(self, direction: Mapping[str, Tensor]) -> Tensor | None:
+        """``s^T g_n(theta_t)`` for every sample of this step, once ``s`` is known.
+
+        Uses the layer inputs and output gradients kept during backward and the parameters
+        ``theta_t`` saved before the update; frees them afterwards.
+        """
+        total: Tensor | None = None
+        for io in self.layer_io:
+            local_dir = {n: direction[full] for n, full in io.names.items()}
+            params = {n: self.params_before[full] for n, full in io.names.items()}
+            slopes = layer_slopes(io.module, io.inputs, io.delta, params, local_dir)
+            slopes = slopes * (share_scale(io.delta.shape[0]) / self.grad_scale)
+            total = slopes if total is None else total + slopes
+        self.layer_io.clear()
+        return total
+
+    # ------------------------------------------------------------------ network-wide views
+    def per_sample_problem(self) -> str | None:
+        """Why per-sample statistics of this step are unusable, or None."""
+        if self.problem:
+            return self.problem
+        if not self.params:
+            return "no backward pass through the model was observed at this step"
+        if max(st.calls for st in self.params.values()) > 1:
+            return PER_SAMPLE_REUSE
+        return None
+
+    def batch_grad_sq_norm(self) -> float:
+        """``||g_B||^2`` from the per-sample gradients of this backward pass."""
+        return float(sum(_f64(st.batch_grad).square().sum() for st in self.params.values()))
+
+    def _sum(self, attr: str) -> Tensor:
+        parts = [_f64(getattr(st, attr)) for st in self.params.values()]
+        return torch.stack(parts).sum(0)
+
+    def sample_sq_norms(self) -> Tensor:
+        """``||g_n||^2`` for every sample (float64)."""
+        return self._sum("sample_sq_norms")
+
+    def sample_dots(self) -> Tensor:
+        """``g_n^T g_B`` for every sample (float64)."""
+        return self._sum("sample_dots")
+
+    def centered_sq_total(self) -> float:
+        """``sum_n ||g_n - g_B||^2`` (float64)."""
+        return float(self._sum("centered_sq_total"))
+
+    def histogram(self, name: str | None = None) -> Histogram1d:
+        """Histogram of the gradient elements of one parameter, or of all (``name=None``)."""
+        spec = self.needs.hist
+        assert spec is not None
+        items = [self.params[name]] if name is not None else list(self.params.values())
+        counts = sum(st.hist for st in items)
+        extra = sum(st.hist_extra for st in items)
+        below, above, nan = (int(v) for v in extra.tolist())
+        return Histogram1d(
+            counts=counts.cpu().numpy().astype(np.int64), edges=spec.edges, below=below, above=above, nonfinite=nan
+        )
+
+
+def _f64(t: Tensor | None) -> Tensor:
+    if t is None:
+        raise KeyError("statistic missing")
+    return t.detach().to(torch.float64)
