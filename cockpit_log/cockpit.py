@@ -49,7 +49,7 @@ class Cockpit:
     """Handle of an attached cockpit. Create it with :func:`attach`.
 
     Attributes:
-        step: optimizer steps observed so far (the step the next records will carry).
+        current_step: optimizer steps observed so far (the step the next records will carry).
         records: every record of this run when a ``"memory"`` sink is attached, else ``[]``.
         quantities: the active quantity instances.
         run_dir: the run directory of the local sink, if one is attached.
@@ -79,7 +79,7 @@ class Cockpit:
             raise TypeError(f"loss_fn must be a loss module or callable, got {type(loss_fn).__name__}")
         self.model = model
         self.automatic = automatic
-        self.step = 0
+        self._step = 0
         self._warn = WarnOnce()
         self._t0 = time.perf_counter()
 
@@ -125,6 +125,10 @@ class Cockpit:
             self._skip_loss_quantities("loss_fn is a function, not a torch.nn loss module")
 
     # ------------------------------------------------------------------ public API
+    @property
+    def current_step(self) -> int:
+        return self._step
+
     @property
     def records(self) -> list[Record]:
         return self._memory.records if self._memory is not None else []
@@ -200,7 +204,7 @@ class Cockpit:
 
     def __repr__(self) -> str:
         return (
-            f"Cockpit(step={self.step}, quantities={[q.name for q in self.quantities]}, "
+            f"Cockpit(step={self._step}, quantities={[q.name for q in self.quantities]}, "
             f"sinks={[s.name for s in self.sinks]}, automatic={self.automatic})"
         )
 
@@ -259,11 +263,11 @@ class Cockpit:
     # ------------------------------------------------------------------ per-step state
     def _ensure_stats(self) -> StepStatistics:
         stats = self._stats
-        if stats is None or stats.step != self.step:
+        if stats is None or stats.step != self._step:
             needs = Needs()
             for q in self.quantities:
-                needs = needs | q.needs(self.step)
-            stats = StepStatistics(step=self.step, needs=needs, initial_params=self._initial)
+                needs = needs | q.needs(self._step)
+            stats = StepStatistics(step=self._step, needs=needs, initial_params=self._initial)
             if needs.end_slopes:
                 stats.end_direction = self._last_update
             self._stats = stats
@@ -394,7 +398,7 @@ class Cockpit:
         self._report_problems(records)
         self._last_update = stats.update if any(q.two_step and q.is_due(step) for q in self.quantities) else None
         self._stats = None
-        self.step += 1
+        self._step += 1
         if records:
             for s in self.sinks:
                 s.write(records)
