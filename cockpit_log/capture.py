@@ -49,7 +49,7 @@ def find_layers(model: nn.Module, trainable: dict[str, nn.Parameter]) -> list[La
                 )
             owner[id(p)] = full
             names[local] = full
-        if names and all(ln != "" for ln in names) and not any(l.module is module for l in layers):
+        if names and all(ln != "" for ln in names) and not any(known.module is module for known in layers):
             layers.append(Layer(qualname, module, names))
     return layers
 

@@ -20,8 +20,9 @@ found through its module hook. In the explicit mode the user marks the backward 
 from __future__ import annotations
 
 import time
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from typing import Any, Callable, Iterator, Sequence
+from typing import Any
 
 import torch
 from torch import Tensor, nn
@@ -394,7 +395,9 @@ class Cockpit:
                 try:
                     records.extend(q.compute(stats))
                 except Exception as err:  # noqa: BLE001 - a broken reading must not stop training
-                    self._warn(f"q-{q.name}", f"cockpit-log: {q.name} failed at step {step}: {type(err).__name__}: {err}")
+                    self._warn(
+                        f"q-{q.name}", f"cockpit-log: {q.name} failed at step {step}: {type(err).__name__}: {err}"
+                    )
         self._report_problems(records)
         self._last_update = stats.update if any(q.two_step and q.is_due(step) for q in self.quantities) else None
         self._stats = None
@@ -406,9 +409,14 @@ class Cockpit:
     def _report_problems(self, records: list[Record]) -> None:
         for r in records:
             if isinstance(r.value, float) and r.value != r.value and r.reason:
-                self._warn(f"nan-{r.quantity}-{r.reason}", f"cockpit-log: {r.quantity} is NaN at step {r.step}: {r.reason}")
+                self._warn(
+                    f"nan-{r.quantity}-{r.reason}", f"cockpit-log: {r.quantity} is NaN at step {r.step}: {r.reason}"
+                )
             elif isinstance(r.value, float) and r.value in (float("inf"), float("-inf")):
-                self._warn(f"inf-{r.quantity}", f"cockpit-log: {r.quantity} is infinite at step {r.step} (non-finite gradients?)")
+                self._warn(
+                    f"inf-{r.quantity}",
+                    f"cockpit-log: {r.quantity} is infinite at step {r.step} (non-finite gradients?)",
+                )
 
 
 def attach(

@@ -13,8 +13,8 @@ Nothing here keeps state: callers get tensors of shape ``[B, *param.shape]`` and
 from __future__ import annotations
 
 import threading
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
-from typing import Iterator, Mapping
 
 import torch
 from torch import Tensor, nn

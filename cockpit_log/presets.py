@@ -2,19 +2,31 @@
 
 from __future__ import annotations
 
-from typing import Iterable, Union
+from collections.abc import Iterable
+from typing import Union
 
 from .quantities import ALL_QUANTITIES, Quantity
 
 __all__ = ["PRESETS", "QuantitySpec", "resolve_quantities"]
 
 #: Table 1's economy row, plus Loss and Time.
-ECONOMY = ["Alpha", "Distance", "UpdateSize", "GradNorm", "NormTest", "InnerTest", "OrthoTest", "GradHist1d", "Loss", "Time"]
+ECONOMY = [
+    "Alpha",
+    "Distance",
+    "UpdateSize",
+    "GradNorm",
+    "NormTest",
+    "InnerTest",
+    "OrthoTest",
+    "GradHist1d",
+    "Loss",
+    "Time",
+]
 
 PRESETS: dict[str, list[str]] = {"economy": ECONOMY}
 RESERVED = ("business", "full")
 
-QuantitySpec = Union[str, Quantity, Iterable[Union[str, Quantity]]]
+QuantitySpec = Union[str, Quantity, Iterable[str | Quantity]]
 
 
 def resolve_quantities(spec: QuantitySpec) -> list[Quantity]:

@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, Mapping, Union
+from typing import Any, Union
 
 import numpy as np
 
@@ -46,8 +47,7 @@ class Histogram1d:
         return (
             np.array_equal(self.counts, other.counts)
             and np.array_equal(self.edges, other.edges)
-            and (self.below, self.above, self.nonfinite)
-            == (other.below, other.above, other.nonfinite)
+            and (self.below, self.above, self.nonfinite) == (other.below, other.above, other.nonfinite)
         )
 
     __hash__ = None  # type: ignore[assignment]

@@ -8,7 +8,8 @@ callable into a schedule.
 
 from __future__ import annotations
 
-from typing import Callable, Iterable, Union
+from collections.abc import Callable, Iterable
+from typing import Union
 
 import numpy as np
 
@@ -84,6 +85,4 @@ def as_schedule(spec: ScheduleLike, default: Schedule | None = None) -> Schedule
     try:
         return at_steps(spec)
     except TypeError as err:
-        raise TypeError(
-            f"schedule must be an int, a list of steps or a callable step -> bool, got {spec!r}"
-        ) from err
+        raise TypeError(f"schedule must be an int, a list of steps or a callable step -> bool, got {spec!r}") from err

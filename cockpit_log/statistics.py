@@ -22,8 +22,8 @@ all decompose over parameter blocks).
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
-from typing import Mapping
 
 import numpy as np
 import torch
@@ -103,12 +103,16 @@ class Needs:
         return self.per_sample or self.keep_layer_io or self.end_slopes
 
 
-def histogram_counts(x: Tensor, spec: HistogramSpec, edges: Tensor) -> tuple[Tensor, Tensor]:
-    """Counts of ``x`` in ``spec``'s bins (clipped to the edge bins) and [below, above, nan]."""
+def histogram_counts(x: Tensor, spec: HistogramSpec) -> tuple[Tensor, Tensor]:
+    """Counts of ``x`` in ``spec``'s bins (clipped to the edge bins) and ``[below, above, nan]``.
+
+    The bin of a value is ``floor((x - low) / (high - low) * bins)``, as :func:`numpy.histogram`
+    computes it before its edge correction: a value within rounding error of an inner edge may
+    land in the neighbouring bin. Counts are exact integers (no float accumulation).
+    """
     x = x.reshape(-1)
-    nan = torch.isnan(x)
-    idx = torch.bucketize(x, edges[1:-1], right=True)
-    idx = torch.where(nan, torch.full_like(idx, spec.bins), idx)
+    idx = (x.clamp(spec.low, spec.high) - spec.low).div_(spec.high - spec.low).mul_(spec.bins).floor_()
+    idx = torch.nan_to_num_(idx.clamp_(0, spec.bins - 1), nan=float(spec.bins)).long()
     counts = torch.bincount(idx, minlength=spec.bins + 1)
     extra = torch.stack([(x < spec.low).sum(), (x > spec.high).sum(), counts[spec.bins]])
     return counts[: spec.bins], extra
@@ -161,12 +165,9 @@ class StepStatistics:
     grad_scale: float = 1.0
     problem: str | None = None
     elapsed: float | None = None
-    _hist_edges: Tensor | None = None
 
     # ------------------------------------------------------------------ backward pass
-    def add_layer(
-        self, module: nn.Module, inputs: tuple[Tensor, ...], delta: Tensor, names: dict[str, str]
-    ) -> None:
+    def add_layer(self, module: nn.Module, inputs: tuple[Tensor, ...], delta: Tensor, names: dict[str, str]) -> None:
         """Reduce one layer's per-sample gradients (called from its backward hook)."""
         needs = self.needs
         batch = delta.shape[0]
@@ -207,9 +208,7 @@ class StepStatistics:
             if needs.centered_sq_elementwise:
                 st.centered_sq = csq
         if needs.hist is not None:
-            if self._hist_edges is None or self._hist_edges.dtype != g.dtype:
-                self._hist_edges = torch.as_tensor(needs.hist.edges, dtype=g.dtype, device=g.device)
-            st.hist, st.hist_extra = histogram_counts(g, needs.hist, self._hist_edges)
+            st.hist, st.hist_extra = histogram_counts(g, needs.hist)
 
     # ------------------------------------------------------------------ after the update
     def start_slopes(self, direction: Mapping[str, Tensor]) -> Tensor | None:

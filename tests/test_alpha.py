@@ -54,7 +54,9 @@ def test_overshoot_between():
 
 def test_non_convex_fit_is_nan_with_reason():
     tau = 0.5
-    w = eq.fit_quadratic(tau, np.array([1.0, 1.0]), np.array([0.0, 0.0]), np.array([0.75, 0.75]), np.array([-1.0, -1.0]))
+    w = eq.fit_quadratic(
+        tau, np.array([1.0, 1.0]), np.array([0.0, 0.0]), np.array([0.75, 0.75]), np.array([-1.0, -1.0])
+    )
     # observations of f = 1 - tau^2: concave
     np.testing.assert_allclose(w, [1.0, 0.0, -1.0], atol=1e-12)
     value, reason = eq.alpha_from_fit(w, tau)

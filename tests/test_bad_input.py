@@ -31,9 +31,9 @@ def test_batchnorm_in_train_mode_is_named_with_options():
 
 def test_layernorm_is_supported_per_sample():
     """BackPACK cannot handle LayerNorm; our per-layer torch.func path can (checked vs reference)."""
-    from reference import per_sample, ref_norm_test
-
     import copy
+
+    from reference import per_sample, ref_norm_test
 
     torch.manual_seed(0)
     model = nn.Sequential(nn.Linear(6, 5), nn.LayerNorm(5), nn.Tanh(), nn.Linear(5, 3)).double()

@@ -20,10 +20,16 @@ def train(optim: str, attach: bool, steps: int = 20):
     torch.manual_seed(0)
     model = net()
     loss_fn = nn.CrossEntropyLoss()
-    opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9) if optim == "sgd" else torch.optim.Adam(
-        model.parameters(), lr=1e-2
+    opt = (
+        torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
+        if optim == "sgd"
+        else torch.optim.Adam(model.parameters(), lr=1e-2)
     )
-    ck = cockpit_log.attach(model, loss_fn, opt, sink="memory", quantities=["economy", "MeanGSNR", "CABS"]) if attach else None
+    ck = (
+        cockpit_log.attach(model, loss_fn, opt, sink="memory", quantities=["economy", "MeanGSNR", "CABS"])
+        if attach
+        else None
+    )
     data = torch.Generator().manual_seed(3)
     losses = []
     for _ in range(steps):

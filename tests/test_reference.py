@@ -8,9 +8,6 @@ import math
 import numpy as np
 import pytest
 import torch
-from torch import nn
-
-import cockpit_log
 from reference import (
     cnn,
     flat_params,
@@ -25,6 +22,9 @@ from reference import (
     ref_norm_test,
     ref_ortho_test,
 )
+from torch import nn
+
+import cockpit_log
 
 RTOL = 1e-6
 STEPS = 3
@@ -41,12 +41,17 @@ def run_instrumented(kind, loss, reduction, batch, opt_name, hist=None):
     torch.manual_seed(0)
     model = (mlp() if kind == "mlp" else cnn()).double()
     loss_fn = nn.CrossEntropyLoss(reduction=reduction) if loss == "ce" else nn.MSELoss(reduction=reduction)
-    opt = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.5) if opt_name == "sgd" else torch.optim.Adam(
-        model.parameters(), lr=1e-2
+    opt = (
+        torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.5)
+        if opt_name == "sgd"
+        else torch.optim.Adam(model.parameters(), lr=1e-2)
     )
-    quantities = ALL if hist is None else [q for q in ALL if q != "economy"] + [
-        "Alpha", "Distance", "UpdateSize", "GradNorm", "NormTest", "InnerTest", "OrthoTest", "Loss", "Time", hist
-    ]
+    quantities = (
+        ALL
+        if hist is None
+        else [q for q in ALL if q != "economy"]
+        + ["Alpha", "Distance", "UpdateSize", "GradNorm", "NormTest", "InnerTest", "OrthoTest", "Loss", "Time", hist]
+    )
     ck = cockpit_log.attach(model, loss_fn, opt, sink="memory", quantities=quantities)
     gen = torch.Generator().manual_seed(1)
     snapshots, batches, lrs = [flat_params(model)], [], []
@@ -126,7 +131,9 @@ def test_quantities_match_reference(kind, loss, reduction, batch, opt):
 
 
 def test_histogram_clips_out_of_range_values_into_edge_bins():
-    by, refs, *_ = run_instrumented("cnn", "ce", "sum", 32, "sgd", hist=cockpit_log.GradHist1d(bins=7, low=-0.01, high=0.02))
+    by, refs, *_ = run_instrumented(
+        "cnn", "ce", "sum", 32, "sgd", hist=cockpit_log.GradHist1d(bins=7, low=-0.01, high=0.02)
+    )
     g = refs[0][1].numpy()
     rec = by[("GradHist1d", 0)].value
     edges = np.linspace(-0.01, 0.02, 8)

@@ -86,7 +86,8 @@ def test_killed_run_leaves_every_finished_step_readable(tmp_path):
         sys.path.insert(0, {str(Path(__file__).parents[1])!r})
         import cockpit_log
         model = nn.Linear(4, 3); loss_fn = nn.CrossEntropyLoss(); opt = torch.optim.SGD(model.parameters(), lr=0.1)
-        ck = cockpit_log.attach(model, loss_fn, opt, sink="local", sink_options={{"local": {{"run_dir": {str(tmp_path)!r}}}}})
+        options = {{"local": {{"run_dir": {str(tmp_path)!r}}}}}
+        ck = cockpit_log.attach(model, loss_fn, opt, sink="local", sink_options=options)
         step = 0
         while True:
             opt.zero_grad(); loss_fn(model(torch.randn(8, 4)), torch.randint(0, 3, (8,))).backward(); opt.step()

@@ -7,8 +7,9 @@ whose object is a callable returning a sink (anything with ``write(records)`` an
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from importlib.metadata import entry_points
-from typing import Any, Callable, Sequence, Union
+from typing import Any, Union
 
 from .base import GuardedSink, Sink
 from .local import LocalSink
@@ -16,7 +17,7 @@ from .memory import MemorySink
 
 __all__ = ["GuardedSink", "LocalSink", "MemorySink", "Sink", "SinkSpec", "available_sinks", "make_sinks"]
 
-SinkSpec = Union[str, Sink, Sequence[Union[str, Sink]], None]
+SinkSpec = Union[str, Sink, Sequence[str | Sink], None]
 
 ENTRY_POINT_GROUP = "cockpit_log.sinks"
 

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import traceback
-from typing import Protocol, Sequence, runtime_checkable
+from collections.abc import Sequence
+from typing import Protocol, runtime_checkable
 
 from ..errors import WarnOnce
 from ..records import Record
@@ -54,11 +55,7 @@ class GuardedSink:
             self._warn(
                 f"sink-fail-{id(self)}-{self._failures >= self._max_failures}",
                 f"cockpit-log: sink {self.name} failed ({type(err).__name__}: {err}); "
-                + (
-                    "it is switched off, its records are kept in memory."
-                    if self.disabled
-                    else "training goes on."
-                )
+                + ("it is switched off, its records are kept in memory." if self.disabled else "training goes on.")
                 + "\n"
                 + "".join(traceback.format_exception_only(type(err), err)).strip(),
             )

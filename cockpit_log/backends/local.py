@@ -18,8 +18,9 @@ import json
 import os
 import secrets
 import time
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 from ..records import Record, record_to_json
 

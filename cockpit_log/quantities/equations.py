@@ -56,7 +56,7 @@ def inner_test(batch: int, dots: Tensor, grad_sq: float) -> Result:
     reason = _check(batch, grad_sq)
     if reason:
         return math.nan, reason
-    s = float((dots.square().sum() / grad_sq**2)) - batch
+    s = float(dots.square().sum() / grad_sq**2) - batch
     return math.sqrt(max(s, 0.0) / (batch * (batch - 1))), None
 
 
