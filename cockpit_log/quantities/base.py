@@ -8,8 +8,9 @@ from typing import ClassVar
 from ..records import Record
 from ..schedules import Schedule, ScheduleLike, as_schedule
 from ..statistics import Needs, StepStatistics
+from . import equations as eq
 
-__all__ = ["Quantity", "nan_record"]
+__all__ = ["PerSampleScalar", "Quantity", "nan_record"]
 
 
 def nan_record(step: int, name: str, reason: str) -> Record:
@@ -61,3 +62,21 @@ class Quantity:
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(schedule={self.schedule!r})"
+
+
+class PerSampleScalar(Quantity):
+    """A network-wide scalar computed from this step's per-sample statistics by :meth:`_result`.
+
+    NaN with the reason when the step's per-sample statistics are unusable (see
+    :meth:`~cockpit_log.statistics.StepStatistics.per_sample_problem`).
+    """
+
+    def _result(self, stats: StepStatistics) -> eq.Result:
+        raise NotImplementedError
+
+    def compute(self, stats: StepStatistics) -> list[Record]:
+        problem = stats.per_sample_problem()
+        if problem:
+            return [nan_record(stats.step, self.name, problem)]
+        value, reason = self._result(stats)
+        return [Record(stats.step, self.name, value, reason=reason)]

@@ -2,27 +2,14 @@
 
 from __future__ import annotations
 
-from ..records import Record
 from ..statistics import Needs, StepStatistics
 from . import equations as eq
-from .base import Quantity, nan_record
+from .base import PerSampleScalar
 
 __all__ = ["InnerTest", "NormTest", "OrthoTest"]
 
 
-class _GradientTest(Quantity):
-    def _result(self, stats: StepStatistics) -> eq.Result:
-        raise NotImplementedError
-
-    def compute(self, stats: StepStatistics) -> list[Record]:
-        problem = stats.per_sample_problem()
-        if problem:
-            return [nan_record(stats.step, self.name, problem)]
-        value, reason = self._result(stats)
-        return [Record(stats.step, self.name, value, reason=reason)]
-
-
-class NormTest(_GradientTest):
+class NormTest(PerSampleScalar):
     """Norm test (eq. 18c): the smallest ``theta_norm`` with
     ``sum_n ||g_n - g_B||^2 / (B (B-1) ||g_B||^2) <= theta_norm^2``."""
 
@@ -35,7 +22,7 @@ class NormTest(_GradientTest):
         return eq.norm_test(stats.batch_size or 0, stats.centered_sq_total(), stats.batch_grad_sq_norm())
 
 
-class InnerTest(_GradientTest):
+class InnerTest(PerSampleScalar):
     """Inner-product test (eq. 21c): the smallest band width ``theta_inner`` it accepts."""
 
     name = "InnerTest"
@@ -47,7 +34,7 @@ class InnerTest(_GradientTest):
         return eq.inner_test(stats.batch_size or 0, stats.sample_dots(), stats.batch_grad_sq_norm())
 
 
-class OrthoTest(_GradientTest):
+class OrthoTest(PerSampleScalar):
     """Orthogonality test (eq. 24b): the smallest band width ``nu_ortho`` it accepts."""
 
     name = "OrthoTest"

@@ -5,10 +5,9 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from ..records import Record
 from ..statistics import Needs, StepStatistics
 from . import equations as eq
-from .base import Quantity, nan_record
+from .base import PerSampleScalar
 
 __all__ = ["CABS", "EarlyStopping", "MeanGSNR"]
 
@@ -19,19 +18,7 @@ def _elementwise(stats: StepStatistics) -> tuple[Tensor, Tensor]:
     return grad, csq
 
 
-class _NoiseQuantity(Quantity):
-    def _result(self, stats: StepStatistics) -> eq.Result:
-        raise NotImplementedError
-
-    def compute(self, stats: StepStatistics) -> list[Record]:
-        problem = stats.per_sample_problem()
-        if problem:
-            return [nan_record(stats.step, self.name, problem)]
-        value, reason = self._result(stats)
-        return [Record(stats.step, self.name, value, reason=reason)]
-
-
-class MeanGSNR(_NoiseQuantity):
+class MeanGSNR(PerSampleScalar):
     """Mean gradient signal-to-noise ratio (eq. 30a-30b) over all parameter elements.
 
     Elements whose gradient variance vanishes are left out of the mean (see
@@ -47,7 +34,7 @@ class MeanGSNR(_NoiseQuantity):
         return eq.mean_gsnr(stats.batch_size or 0, *_elementwise(stats))
 
 
-class EarlyStopping(_NoiseQuantity):
+class EarlyStopping(PerSampleScalar):
     """Evidence-based early-stopping criterion (eq. 13d); positive values suggest stopping.
 
     Elements whose gradient variance vanishes are left out and ``D`` counts the rest.
@@ -62,7 +49,7 @@ class EarlyStopping(_NoiseQuantity):
         return eq.early_stopping(stats.batch_size or 0, *_elementwise(stats))
 
 
-class CABS(_NoiseQuantity):
+class CABS(PerSampleScalar):
     """CABS batch-size suggestion (eq. 11), with the learning rate of the optimizer's first param group."""
 
     name = "CABS"
