@@ -150,3 +150,32 @@ def test_mean_and_sum_reduction_give_the_same_ratios():
         assert close(a[(name, 0)].value, b[(name, 0)].value), name
     # the loss the user sees: sum = B * mean
     assert close(b[("Loss", 0)].value, 32 * a[("Loss", 0)].value)
+
+
+def test_generic_layer_path_grouped_reflect_conv():
+    """Layers without a closed form go through torch.func (grouped conv with reflect padding here)."""
+    import copy
+
+    from reference import per_sample
+
+    torch.manual_seed(0)
+    model = nn.Sequential(
+        nn.Conv2d(2, 4, 3, groups=2, padding=1, padding_mode="reflect"), nn.Tanh(), nn.Flatten(), nn.Linear(64, 3)
+    ).double()
+    reference_model = copy.deepcopy(model)
+    loss_fn = nn.CrossEntropyLoss()
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    ck = cockpit_log.attach(model, loss_fn, opt, sink="memory", quantities=["NormTest", "InnerTest", "GradHist1d"])
+    gen = torch.Generator().manual_seed(2)
+    x, y = torch.randn(8, 2, 4, 4, generator=gen, dtype=torch.float64), torch.randint(0, 3, (8,), generator=gen)
+    _, g, *_ = per_sample(reference_model, "ce", "mean", x, y)
+    opt.zero_grad()
+    loss_fn(model(x), y).backward()
+    opt.step()
+    ck.close()
+    by = {r.quantity: r for r in ck.records}
+    assert close(by["NormTest"].value, ref_norm_test(g))
+    assert close(by["InnerTest"].value, ref_inner_test(g))
+    np.testing.assert_array_equal(
+        by["GradHist1d"].value.counts, np.histogram(np.clip(g.numpy(), -1, 1), np.linspace(-1, 1, 101))[0]
+    )
