@@ -164,7 +164,6 @@ class Cockpit:
             batch = losses.shape[0]
             stats.individual_losses = losses * batch if reduction == "sum" else losses
             stats.loss = stats.individual_losses.mean()
-            stats.loss_calls += 1
         self._in_explicit_backward = True
         try:
             yield
@@ -307,7 +306,6 @@ class Cockpit:
         if not self._active() or not isinstance(output, Tensor) or output.dim() != 0:
             return
         stats = self._ensure_stats()
-        stats.loss_calls += 1
         stats.loss = output.detach()
         if stats.needs.losses and self._splitter is not None:
             try:
@@ -359,8 +357,8 @@ class Cockpit:
         self._after_update()
 
     def _read_grads(self, stats: StepStatistics) -> None:
-        if stats.needs.batch_grad and not stats.grads:
-            stats.grads = {
+        if stats.needs.batch_grad and not stats.grad_norms:
+            stats.grad_norms = {
                 n: torch.linalg.vector_norm(p.grad.detach()) for n, p in self._params.items() if p.grad is not None
             }
         if self._optimizer is not None and self._optimizer.param_groups:

@@ -22,8 +22,9 @@ all decompose over parameter blocks).
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields
+from typing import Any
 
 import numpy as np
 import torch
@@ -151,19 +152,19 @@ class StepStatistics:
     batch_size: int | None = None
     individual_losses: Tensor | None = None
     loss: Tensor | None = None
-    loss_calls: int = 0
     params: dict[str, ParamStats] = field(default_factory=dict)
     layer_io: list[LayerIO] = field(default_factory=list)
     end_direction: Mapping[str, Tensor] | None = None
     end_slopes: Tensor | None = None
     start_slopes_value: Tensor | None = None
-    grads: dict[str, Tensor] = field(default_factory=dict)
+    grad_norms: dict[str, Tensor] = field(default_factory=dict)
     params_before: dict[str, Tensor] = field(default_factory=dict)
     initial_params: Mapping[str, Tensor] | None = None
     update: dict[str, Tensor] = field(default_factory=dict)
     learning_rate: float | None = None
     grad_scale: float = 1.0
     problem: str | None = None
+    _network: dict[str, Any] = field(default_factory=dict, repr=False)
     elapsed: float | None = None
 
     # ------------------------------------------------------------------ backward pass
@@ -238,13 +239,20 @@ class StepStatistics:
             return PER_SAMPLE_REUSE
         return None
 
-    def batch_grad_sq_norm(self) -> float:
-        """``||g_B||^2`` from the per-sample gradients of this backward pass."""
-        return float(sum(_f64(st.batch_grad).square().sum() for st in self.params.values()))
+    def _once(self, key: str, compute: Callable[[], Any]) -> Any:
+        """Network-wide statistics are summed over parameters once per step, however many read them."""
+        if key not in self._network:
+            self._network[key] = compute()
+        return self._network[key]
 
     def _sum(self, attr: str) -> Tensor:
-        parts = [_f64(getattr(st, attr)) for st in self.params.values()]
-        return torch.stack(parts).sum(0)
+        return self._once(attr, lambda: torch.stack([_f64(getattr(st, attr)) for st in self.params.values()]).sum(0))
+
+    def batch_grad_sq_norm(self) -> float:
+        """``||g_B||^2`` from the per-sample gradients of this backward pass."""
+        return self._once(
+            "batch_grad_sq_norm", lambda: float(sum(_f64(st.batch_grad).square().sum() for st in self.params.values()))
+        )
 
     def sample_sq_norms(self) -> Tensor:
         """``||g_n||^2`` for every sample (float64)."""
@@ -257,6 +265,16 @@ class StepStatistics:
     def centered_sq_total(self) -> float:
         """``sum_n ||g_n - g_B||^2`` (float64)."""
         return float(self._sum("centered_sq_total"))
+
+    def elementwise(self) -> tuple[Tensor, Tensor]:
+        """``(g_B, sum_n (g_n - g_B)^2)`` over all parameter elements, concatenated (float64)."""
+        return self._once(
+            "elementwise",
+            lambda: (
+                torch.cat([_f64(st.batch_grad) for st in self.params.values()]),
+                torch.cat([_f64(st.centered_sq) for st in self.params.values()]),
+            ),
+        )
 
     def histogram(self, name: str | None = None) -> Histogram1d:
         """Histogram of the gradient elements of one parameter, or of all (``name=None``)."""

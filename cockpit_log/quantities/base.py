@@ -31,7 +31,6 @@ class Quantity:
     two_step: ClassVar[bool] = False
 
     def __init__(self, schedule: ScheduleLike = None) -> None:
-        self._schedule_spec = schedule
         self.schedule: Schedule = as_schedule(schedule) if schedule is not None else None  # type: ignore[assignment]
 
     def bind_default_schedule(self, default: Schedule) -> None:

@@ -59,9 +59,9 @@ class GradNorm(Quantity):
         return Needs(batch_grad=True)
 
     def compute(self, stats: StepStatistics) -> list[Record]:
-        if not stats.grads:
+        if not stats.grad_norms:
             return [nan_record(stats.step, self.name, "no parameter had a gradient before the optimizer step")]
-        total, per = _norms(stats.grads)
+        total, per = _norms(stats.grad_norms)
         return [Record(stats.step, self.name, total, per)]
 
 

@@ -2,20 +2,11 @@
 
 from __future__ import annotations
 
-import torch
-from torch import Tensor
-
 from ..statistics import Needs, StepStatistics
 from . import equations as eq
 from .base import PerSampleScalar
 
 __all__ = ["CABS", "EarlyStopping", "MeanGSNR"]
-
-
-def _elementwise(stats: StepStatistics) -> tuple[Tensor, Tensor]:
-    grad = torch.cat([st.batch_grad.to(torch.float64) for st in stats.params.values()])
-    csq = torch.cat([st.centered_sq.to(torch.float64) for st in stats.params.values()])
-    return grad, csq
 
 
 class MeanGSNR(PerSampleScalar):
@@ -31,7 +22,7 @@ class MeanGSNR(PerSampleScalar):
         return Needs(centered_sq_elementwise=True)
 
     def _result(self, stats: StepStatistics) -> eq.Result:
-        return eq.mean_gsnr(stats.batch_size or 0, *_elementwise(stats))
+        return eq.mean_gsnr(stats.batch_size or 0, *stats.elementwise())
 
 
 class EarlyStopping(PerSampleScalar):
@@ -46,7 +37,7 @@ class EarlyStopping(PerSampleScalar):
         return Needs(centered_sq_elementwise=True)
 
     def _result(self, stats: StepStatistics) -> eq.Result:
-        return eq.early_stopping(stats.batch_size or 0, *_elementwise(stats))
+        return eq.early_stopping(stats.batch_size or 0, *stats.elementwise())
 
 
 class CABS(PerSampleScalar):
