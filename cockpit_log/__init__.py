@@ -27,7 +27,7 @@ from .quantities import (
     UpdateSize,
 )
 from .reading import read
-from .records import Histogram1d, Record
+from .records import Histogram1d, Histogram2d, Record
 from .schedules import at_steps, every, log_spaced
 
 __version__ = "0.1.0"
@@ -44,6 +44,7 @@ __all__ = [
     "GradHist1d",
     "GradNorm",
     "Histogram1d",
+    "Histogram2d",
     "InnerTest",
     "LocalSink",
     "Loss",

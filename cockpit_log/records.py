@@ -1,8 +1,10 @@
 """Records: the only language the core and the sinks share.
 
 A :class:`Record` holds one reading of one quantity at one optimizer step. Its ``value`` is a
-``float`` for scalar quantities or a :class:`Histogram1d` for histograms; ``per_param`` holds the
-same kind of value per parameter, keyed by the names of ``model.named_parameters()``. Records are
+``float`` for scalar quantities, a :class:`Histogram1d` for one-dimensional histograms (GradHist1d)
+or a :class:`Histogram2d` for joint histograms (GradHist2d); ``per_param`` holds the same kind of
+value per parameter, keyed by the names of ``model.named_parameters()``; ``info`` holds numeric
+diagnostics of the reading (e.g. HessMaxEV's number of Hessian-vector products). Records are
 immutable; sinks translate them into a tracker's forms and never change them.
 """
 
@@ -16,7 +18,7 @@ from typing import Any, Union
 
 import numpy as np
 
-__all__ = ["Histogram1d", "Record", "Value", "record_from_dict", "record_to_dict"]
+__all__ = ["Histogram1d", "Histogram2d", "Record", "Value", "record_from_dict", "record_to_dict", "record_to_json"]
 
 
 @dataclass(frozen=True)
@@ -53,7 +55,54 @@ class Histogram1d:
     __hash__ = None  # type: ignore[assignment]
 
 
-Value = Union[float, Histogram1d]
+@dataclass(frozen=True)
+class Histogram2d:
+    """Joint counts of pairs ``(x, y)`` on a grid of bins (eq. 15: ``x = theta_j``, ``y = g_n(theta)_j``).
+
+    ``counts[i, k]`` counts pairs with ``x`` in bin ``i`` of ``x_edges`` and ``y`` in bin ``k`` of
+    ``y_edges``; bins as in :class:`Histogram1d` (half-open, last closed). Out-of-range values are
+    counted in the edge bins of their axis (``x_below``/``x_above``/``y_below``/``y_above`` say how
+    many); pairs with a NaN coordinate fall in no bin and are counted in ``nonfinite``.
+    :meth:`x_marginal` and :meth:`y_marginal` are the two one-dimensional histograms.
+    """
+
+    counts: np.ndarray
+    x_edges: np.ndarray
+    y_edges: np.ndarray
+    x_below: int = 0
+    x_above: int = 0
+    y_below: int = 0
+    y_above: int = 0
+    nonfinite: int = 0
+
+    @property
+    def total(self) -> int:
+        """Number of pairs histogrammed, NaNs included."""
+        return int(self.counts.sum()) + self.nonfinite
+
+    def x_marginal(self) -> Histogram1d:
+        """Counts over the ``x`` (parameter) axis alone (NaN pairs not included)."""
+        return Histogram1d(self.counts.sum(axis=1), self.x_edges, self.x_below, self.x_above, 0)
+
+    def y_marginal(self) -> Histogram1d:
+        """Counts over the ``y`` (gradient) axis alone (NaN pairs not included)."""
+        return Histogram1d(self.counts.sum(axis=0), self.y_edges, self.y_below, self.y_above, 0)
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Histogram2d):
+            return NotImplemented
+        return (
+            np.array_equal(self.counts, other.counts)
+            and np.array_equal(self.x_edges, other.x_edges)
+            and np.array_equal(self.y_edges, other.y_edges)
+            and (self.x_below, self.x_above, self.y_below, self.y_above, self.nonfinite)
+            == (other.x_below, other.x_above, other.y_below, other.y_above, other.nonfinite)
+        )
+
+    __hash__ = None  # type: ignore[assignment]
+
+
+Value = Union[float, Histogram1d, Histogram2d]
 
 
 @dataclass(frozen=True)
@@ -67,6 +116,7 @@ class Record:
         value: network-wide value: a float (NaN when undefined, see ``reason``) or a histogram.
         per_param: the same per parameter, keyed by ``model.named_parameters()`` names.
         reason: why ``value`` is NaN, when it is.
+        info: numeric diagnostics of the reading, e.g. ``{"hvps": 23}`` for HessMaxEV.
     """
 
     step: int
@@ -74,11 +124,17 @@ class Record:
     value: Value
     per_param: Mapping[str, Value] = field(default_factory=dict)
     reason: str | None = None
+    info: Mapping[str, float] = field(default_factory=dict)
 
     @property
     def is_histogram(self) -> bool:
-        """Whether the value is a :class:`Histogram1d`."""
-        return isinstance(self.value, Histogram1d)
+        """Whether the value is a histogram (:class:`Histogram1d` or :class:`Histogram2d`)."""
+        return isinstance(self.value, (Histogram1d, Histogram2d))
+
+    @property
+    def is_scalar(self) -> bool:
+        """Whether the value is a float."""
+        return not self.is_histogram
 
 
 def _float_to_json(x: float) -> float | str:
@@ -95,11 +151,30 @@ def _float_from_json(x: Any) -> float:
     return float(x)
 
 
+def _edges_to_json(edges: np.ndarray) -> list[float | str]:
+    return [_float_to_json(float(e)) for e in edges]
+
+
+def _edges_from_json(edges: Any) -> np.ndarray:
+    return np.asarray([_float_from_json(e) for e in edges], dtype=np.float64)
+
+
 def _value_to_json(v: Value) -> Any:
+    if isinstance(v, Histogram2d):
+        return {
+            "counts": [[int(c) for c in row] for row in v.counts],
+            "x_edges": _edges_to_json(v.x_edges),
+            "y_edges": _edges_to_json(v.y_edges),
+            "x_below": v.x_below,
+            "x_above": v.x_above,
+            "y_below": v.y_below,
+            "y_above": v.y_above,
+            "nonfinite": v.nonfinite,
+        }
     if isinstance(v, Histogram1d):
         return {
             "counts": [int(c) for c in v.counts],
-            "edges": [_float_to_json(float(e)) for e in v.edges],
+            "edges": _edges_to_json(v.edges),
             "below": v.below,
             "above": v.above,
             "nonfinite": v.nonfinite,
@@ -108,10 +183,19 @@ def _value_to_json(v: Value) -> Any:
 
 
 def _value_from_json(v: Any) -> Value:
+    if isinstance(v, dict) and "x_edges" in v:
+        x_edges, y_edges = _edges_from_json(v["x_edges"]), _edges_from_json(v["y_edges"])
+        counts = np.asarray(v["counts"], dtype=np.int64).reshape(len(x_edges) - 1, len(y_edges) - 1)
+        return Histogram2d(
+            counts=counts,
+            x_edges=x_edges,
+            y_edges=y_edges,
+            **{k: int(v.get(k, 0)) for k in ("x_below", "x_above", "y_below", "y_above", "nonfinite")},
+        )
     if isinstance(v, dict):
         return Histogram1d(
             counts=np.asarray(v["counts"], dtype=np.int64),
-            edges=np.asarray([_float_from_json(e) for e in v["edges"]], dtype=np.float64),
+            edges=_edges_from_json(v["edges"]),
             below=int(v.get("below", 0)),
             above=int(v.get("above", 0)),
             nonfinite=int(v.get("nonfinite", 0)),
@@ -130,6 +214,8 @@ def record_to_dict(record: Record) -> dict[str, Any]:
         out["per_param"] = {k: _value_to_json(v) for k, v in record.per_param.items()}
     if record.reason is not None:
         out["reason"] = record.reason
+    if record.info:
+        out["info"] = {k: _float_to_json(float(x)) for k, x in record.info.items()}
     return out
 
 
@@ -141,6 +227,7 @@ def record_from_dict(data: Mapping[str, Any]) -> Record:
         value=_value_from_json(data["value"]),
         per_param={k: _value_from_json(v) for k, v in data.get("per_param", {}).items()},
         reason=data.get("reason"),
+        info={k: _float_from_json(x) for k, x in data.get("info", {}).items()},
     )
 
 

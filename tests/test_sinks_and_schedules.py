@@ -181,3 +181,18 @@ def test_core_imports_without_wandb_and_mlflow():
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=Path(__file__).parents[1])
     assert out.stdout.strip() == "ok", out.stderr
+
+
+def test_records_round_trip_through_json_with_2d_histograms_and_info() -> None:
+    import json
+
+    import numpy as np
+
+    from cockpit_log.records import Histogram2d, record_from_dict, record_to_json
+
+    h = Histogram2d(np.arange(6).reshape(2, 3), np.linspace(-1, 1, 3), np.linspace(0, 1, 4), 1, 2, 3, 4, 5)
+    rec = Record(3, "GradHist2d", h, {"w": h}, info={"hvps": 3.0, "residual": float("nan")})
+    back = record_from_dict(json.loads(record_to_json(rec)))
+    assert back.value == h and back.per_param["w"] == h and back.step == 3
+    assert back.info["hvps"] == 3.0 and np.isnan(back.info["residual"])
+    assert h.total == 20 and h.x_marginal().counts.tolist() == [3, 12] and h.y_marginal().counts.tolist() == [3, 5, 7]
