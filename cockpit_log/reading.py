@@ -1,4 +1,10 @@
-"""Load a run's records back: ``cockpit_log.read(run_dir)``."""
+"""Load a run's records back: ``cockpit_log.read(source)``.
+
+``source`` is a local run directory (or its ``records.jsonl``), an MLflow run (``"mlflow:<run_id>"``
+or ``"runs:/<run_id>"``, read through the tracking URI MLflow is configured with) or an offline
+W&B run directory (``wandb/offline-run-...``, or ``"wandb:<path>"``). The tracker readers live
+with their sinks and are imported only when asked for.
+"""
 
 from __future__ import annotations
 
@@ -11,10 +17,33 @@ from .backends.local import RECORDS_FILE
 from .errors import CockpitWarning
 from .records import Record, record_from_dict
 
-__all__ = ["read"]
+__all__ = ["read", "read_local"]
 
 
-def read(run_dir: str | os.PathLike[str]) -> list[Record]:
+def read(source: str | os.PathLike[str]) -> list[Record]:
+    """All cockpit records of a run: local directory, MLflow run or offline W&B run directory.
+
+    Raises:
+        FileNotFoundError: ``source`` is no run cockpit-log can read.
+    """
+    text = os.fspath(source)
+    if text.startswith(("mlflow:", "runs:/")):
+        from .backends.mlflow_sink import read_mlflow
+
+        return read_mlflow(text.removeprefix("mlflow:"))
+    path = Path(text.removeprefix("wandb:"))
+    if text.startswith("wandb:") or _is_wandb_run_dir(path):
+        from .backends.wandb_sink import read_wandb
+
+        return read_wandb(path)
+    return read_local(path)
+
+
+def _is_wandb_run_dir(path: Path) -> bool:
+    return path.is_dir() and any(path.glob("run-*.wandb"))
+
+
+def read_local(run_dir: str | os.PathLike[str]) -> list[Record]:
     """All records of a local run directory (or of its ``records.jsonl`` file), in write order.
 
     A line that cannot be parsed (e.g. the last line of a run killed while writing it) is skipped
