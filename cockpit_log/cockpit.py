@@ -32,6 +32,7 @@ from torch.optim.optimizer import register_optimizer_step_post_hook, register_op
 from .backends import GuardedSink, MemorySink, SinkSpec, make_sinks
 from .backends.local import LocalSink
 from .capture import Layer, check_per_sample_support, find_layers, train_mode_batchnorms
+from .curvature import CapturedBatch, CurvatureEngine, capture_model_call, check_curvature_loss
 from .errors import CockpitError, UnsupportedLossError, WarnOnce
 from .individual_losses import LossSplitter
 from .per_sample import is_internal_call
@@ -43,7 +44,8 @@ from .statistics import Needs, StepStatistics
 
 __all__ = ["Cockpit", "attach"]
 
-LOSS_QUANTITIES = ("Loss", "Alpha", "CABS")
+LOSS_QUANTITIES = ("Loss", "Alpha", "CABS", "HessTrace", "TICDiag", "TICTrace", "HessMaxEV")
+DIAGONAL_QUANTITIES = ("HessTrace", "TICDiag", "TICTrace")
 
 
 class Cockpit:
@@ -104,6 +106,10 @@ class Cockpit:
         self._splitter: LossSplitter | None = None
         if isinstance(loss_fn, nn.Module):
             self._splitter = LossSplitter(loss_fn)  # raises UnsupportedLossError with the options
+            if any(self._has(n) for n in DIAGONAL_QUANTITIES):
+                check_curvature_loss(loss_fn)
+        self._loss_callable = loss_fn
+        self._curvature = CurvatureEngine(model, self._params) if self._uses_curvature() else None
         self._loss_module = loss_fn if isinstance(loss_fn, nn.Module) else None
         self._functional_loss = loss_fn is not None and not isinstance(loss_fn, nn.Module)
         self._optimizer = optimizer
@@ -136,7 +142,12 @@ class Cockpit:
 
     @contextmanager
     def backward(
-        self, losses: Tensor | None = None, reduction: str = "mean", grad_scale: float = 1.0
+        self,
+        losses: Tensor | None = None,
+        reduction: str = "mean",
+        grad_scale: float = 1.0,
+        *,
+        batch: tuple[Any, Any] | None = None,
     ) -> Iterator[None]:
         """Mark the backward pass of one step (explicit API, ``attach(..., automatic=False)``).
 
@@ -147,6 +158,10 @@ class Cockpit:
             reduction: how the backpropagated loss is formed from ``losses``.
             grad_scale: factor the loss was multiplied by before backward (AMP's
                 ``scaler.get_scale()``); per-sample gradients are divided by it.
+            batch: ``(inputs, targets)`` of this step, needed by the curvature quantities
+                (HessTrace, TICDiag, TICTrace, HessMaxEV), which recompute
+                ``loss_fn(model(*inputs), *targets)`` with the ``loss_fn`` given to ``attach``
+                (a tensor stands for a one-element tuple). Without it they are NaN.
 
         Only backward passes inside this block feed the per-sample instruments; with gradient
         accumulation, put it around one micro-batch's backward.
@@ -159,6 +174,14 @@ class Cockpit:
             raise ValueError(f"grad_scale must be positive, got {grad_scale!r}")
         stats = self._ensure_stats()
         stats.grad_scale = float(grad_scale)
+        if batch is not None and stats.needs.curvature:
+            inputs, targets = batch
+            captured = stats.batch or CapturedBatch()
+            captured.args = tuple(_detach_all(inputs if isinstance(inputs, tuple) else (inputs,)))
+            captured.kwargs = {}
+            captured.targets = tuple(_detach_all(targets if isinstance(targets, tuple) else (targets,)))
+            captured.problem = None
+            stats.batch = captured
         if losses is not None:
             losses = losses.detach().reshape(-1)
             batch = losses.shape[0]
@@ -212,11 +235,18 @@ class Cockpit:
     def _has(self, name: str) -> bool:
         return any(q.name == name for q in self.quantities)
 
-    def _uses_backward(self) -> bool:
+    def _probe_needs(self) -> Needs:
         probe = Needs()
         for q in self.quantities:
             probe = probe | q.needs_at(0) | (q.needs_as_end(1) if q.two_step else Needs())
-        return probe.any_backward
+        return probe
+
+    def _uses_backward(self) -> bool:
+        probe = self._probe_needs()
+        return probe.any_backward or probe.curvature
+
+    def _uses_curvature(self) -> bool:
+        return self._probe_needs().curvature
 
     def _meta(self) -> dict[str, Any]:
         return {
@@ -233,6 +263,9 @@ class Cockpit:
     def _install_hooks(self) -> None:
         for layer in self._layers:
             self._handles.append(layer.module.register_forward_hook(self._layer_forward_hook(layer)))
+        if self._curvature is not None:
+            self._handles.append(self.model.register_forward_pre_hook(self._on_model_call, with_kwargs=True))
+            self._handles.append(self.model.register_forward_hook(self._on_model_output))
         if not self.automatic:
             return
         if self._loss_module is not None:
@@ -248,14 +281,14 @@ class Cockpit:
             self._handles.append(register_optimizer_step_pre_hook(self._discover_pre_step))
             self._handles.append(register_optimizer_step_post_hook(self._discover_post_step))
 
-    def _skip_loss_quantities(self, why: str) -> None:
-        skipped = [q.name for q in self.quantities if q.name in LOSS_QUANTITIES]
+    def _skip_loss_quantities(self, why: str, names: Sequence[str] = LOSS_QUANTITIES) -> None:
+        skipped = [q.name for q in self.quantities if q.name in names]
         if not skipped:
             return
-        self.quantities = [q for q in self.quantities if q.name not in LOSS_QUANTITIES]
+        self.quantities = [q for q in self.quantities if q.name not in names]
         self._warn(
-            "skip-loss",
-            f"cockpit-log: {', '.join(skipped)} need individual losses and are skipped: {why}. Fix: pass the "
+            f"skip-loss-{','.join(skipped)}",
+            f"cockpit-log: {', '.join(skipped)} need the loss module and are skipped: {why}. Fix: pass the "
             "loss as a torch.nn module, attach(model, nn.CrossEntropyLoss(), ...), or use the explicit API "
             "(automatic=False, `with ck.backward(losses=...)`).",
         )
@@ -302,11 +335,34 @@ class Cockpit:
             stats.problem = f"per-sample gradients of {layer.qualname!r} failed: {type(err).__name__}: {err}"
             self._warn(f"layer-{layer.qualname}", f"cockpit-log: {stats.problem}; its instruments are NaN this step")
 
+    def _on_model_call(self, module: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
+        if not self._active():
+            return
+        stats = self._ensure_stats()
+        if stats.needs.curvature:
+            stats.batch = capture_model_call(args, kwargs)
+
+    def _on_model_output(self, module: nn.Module, args: tuple[Any, ...], output: Any) -> None:
+        if not self._active():
+            return
+        stats = self._ensure_stats()
+        if stats.needs.curvature and stats.batch is not None:
+            stats.batch.output = output if isinstance(output, Tensor) else None
+
     def _on_loss(self, module: nn.Module, args: tuple[Any, ...], output: Any) -> None:
         if not self._active() or not isinstance(output, Tensor) or output.dim() != 0:
             return
         stats = self._ensure_stats()
         stats.loss = output.detach()
+        if stats.needs.curvature and stats.batch is not None:
+            if args and args[0] is stats.batch.output:
+                stats.batch.targets = tuple(_detach_all(args[1:]))
+            else:
+                stats.batch.problem = (
+                    "the loss was not computed directly from the model's output (e.g. a reshape in between), "
+                    "so the curvature recompute cannot replay it; use the explicit API with "
+                    "ck.backward(..., batch=(inputs, targets))"
+                )
         if stats.needs.losses and self._splitter is not None:
             try:
                 stats.individual_losses = self._splitter.individual_losses(args, output)
@@ -322,6 +378,11 @@ class Cockpit:
             self._splitter = LossSplitter(module)
         except UnsupportedLossError as err:
             self._skip_loss_quantities(str(err))
+        if any(self._has(n) for n in DIAGONAL_QUANTITIES):
+            try:
+                check_curvature_loss(module)
+            except UnsupportedLossError as err:
+                self._skip_loss_quantities(str(err), DIAGONAL_QUANTITIES)
         self._loss_module = module
         # replace the global hook by one on the module found
         for h in list(self._handles):
@@ -371,6 +432,52 @@ class Cockpit:
             self._read_grads(stats)
         if stats.needs.params_before:
             stats.params_before = {n: p.detach().clone() for n, p in self._params.items()}
+        if stats.needs.curvature and not stats.diagonals and stats.eigen is None:
+            self._compute_curvature(stats)
+
+    def _compute_curvature(self, stats: StepStatistics) -> None:
+        """Hessian/GGN diagonals and HessMaxEV of this step, from the recomputed loss (parameters theta_t)."""
+        engine = self._curvature
+        batch = stats.batch
+        loss_fn = self._loss_module if self._loss_module is not None else self._loss_callable
+        problem = None
+        if engine is None:
+            problem = "no curvature engine"
+        elif batch is None or batch.problem or batch.targets is None:
+            problem = (batch.problem if batch is not None else None) or (
+                "the batch of this step was not captured (no loss module call seen after the model call; "
+                "with the explicit API pass ck.backward(..., batch=(inputs, targets)))"
+            )
+        elif loss_fn is None:
+            problem = "no loss function is known to recompute the loss"
+        if problem:
+            stats.curvature_problems = {"diagonals": problem, "eigen": problem}
+            return
+        assert engine is not None and batch is not None and loss_fn is not None
+        jobs: list[tuple[str, Callable[[], None]]] = []
+        if stats.needs.diagonals:
+            kinds = sorted(stats.needs.diagonals, key=str)
+
+            def diagonals() -> None:
+                if not isinstance(loss_fn, nn.Module):
+                    raise UnsupportedLossError("curvature diagonals need the loss as a torch.nn module")
+                stats.diagonals = engine.diagonals(loss_fn, batch, kinds)
+
+            jobs.append(("diagonals", diagonals))
+        if stats.needs.max_ev is not None:
+            settings = stats.needs.max_ev
+
+            def eigen() -> None:
+                stats.eigen = engine.max_eigenvalue(loss_fn, batch, settings)
+
+            jobs.append(("eigen", eigen))
+        for key, job in jobs:
+            try:
+                job()
+            except Exception as err:  # noqa: BLE001 - a failed reading must not stop training
+                stats.curvature_problems[key] = f"curvature ({key}) failed: {type(err).__name__}: {err}"
+                self._warn(f"curv-{key}", f"cockpit-log: {stats.curvature_problems[key]}; the readings are NaN")
+        stats.batch = None
 
     def _after_update(self) -> None:
         stats = self._ensure_stats()
@@ -466,6 +573,10 @@ def attach(
         exclude=exclude,
         sink_options=sink_options,
     )
+
+
+def _detach_all(items: Sequence[Any]) -> list[Any]:
+    return [x.detach() if isinstance(x, Tensor) else x for x in items]
 
 
 def _version() -> str:

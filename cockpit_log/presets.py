@@ -1,4 +1,4 @@
-"""Configurations of Table 1: ``economy`` ⊆ ``business`` ⊆ ``full``, and name resolution."""
+"""Configurations of Table 1: ``economy`` ⊆ ``business`` ⊆ ``full`` (each with Loss and Time), and name resolution."""
 
 from __future__ import annotations
 
@@ -23,8 +23,12 @@ ECONOMY = [
     "Time",
 ]
 
-PRESETS: dict[str, list[str]] = {"economy": ECONOMY}
-RESERVED = ("business", "full")
+#: Table 1's business row: economy + TICDiag + HessTrace.
+BUSINESS = [*ECONOMY, "TICDiag", "HessTrace"]
+#: Table 1's full row: business + HessMaxEV + GradHist2d.
+FULL = [*BUSINESS, "HessMaxEV", "GradHist2d"]
+
+PRESETS: dict[str, list[str]] = {"economy": ECONOMY, "business": BUSINESS, "full": FULL}
 
 QuantitySpec = Union[str, Quantity, Iterable[str | Quantity]]
 
@@ -42,11 +46,6 @@ def resolve_quantities(spec: QuantitySpec) -> list[Quantity]:
             out.append(item)
         elif item in PRESETS:
             out.extend(ALL_QUANTITIES[name]() for name in PRESETS[item])
-        elif item in RESERVED:
-            raise ValueError(
-                f"preset {item!r} needs the curvature instruments (HessTrace, TICDiag, HessMaxEV, GradHist2d), "
-                "which this version does not provide yet; use 'economy' or a list of quantity names"
-            )
         elif item in ALL_QUANTITIES:
             out.append(ALL_QUANTITIES[item]())
         else:

@@ -14,7 +14,12 @@ statistic                     shape, per parameter p               read by
                                                                    EarlyStopping
 ``hist``                      bins: counts of the B*D_p elements   GradHist1d
 ``end_slopes``                B: s^T g_n                           Alpha (end point)
+``hist2d``                    bins x bins: counts of (theta_j,     GradHist2d
+                              g_n,j) pairs
 ============================  ===================================  ==========================
+
+Curvature (Hessian or GGN diagonals, HessMaxEV) is computed after the backward pass, by
+:mod:`cockpit_log.curvature`, and stored here as ``diagonals`` and ``eigen``.
 
 Network-wide values are sums over parameters (norms, dot products and centred sums of squares
 all decompose over parameter blocks).
@@ -30,11 +35,13 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from .curvature import CapturedBatch, DiagKind, EigenSettings
+from .eigen import EigenResult
 from .individual_losses import share_scale
 from .per_sample import layer_per_sample_grads, layer_slopes
-from .records import Histogram1d
+from .records import Histogram1d, Histogram2d
 
-__all__ = ["HistogramSpec", "Needs", "StepStatistics"]
+__all__ = ["Histogram2dSpec", "HistogramSpec", "Needs", "StepStatistics"]
 
 PER_SAMPLE_REUSE = (
     "per-sample gradients came from more than one backward call or module use in this step "
@@ -60,6 +67,14 @@ class HistogramSpec:
         return np.linspace(self.low, self.high, self.bins + 1)
 
 
+@dataclass(frozen=True)
+class Histogram2dSpec:
+    """Bins of GradHist2d: ``x`` for parameter values ``theta_j``, ``y`` for gradient elements."""
+
+    x: HistogramSpec = HistogramSpec(50, -1.0, 1.0)
+    y: HistogramSpec = HistogramSpec(50, -1.0, 1.0)
+
+
 @dataclass
 class Needs:
     """What the quantities due at one step need computed. ``a | b`` merges two."""
@@ -74,18 +89,28 @@ class Needs:
     keep_layer_io: bool = False
     end_slopes: bool = False
     params_before: bool = False
+    hist2d: Histogram2dSpec | None = None
+    diagonals: frozenset[DiagKind] = frozenset()
+    max_ev: EigenSettings | None = None
 
     def __or__(self, other: Needs) -> Needs:
-        merged = {}
+        merged: dict[str, Any] = {}
         for f in fields(self):
             a, b = getattr(self, f.name), getattr(other, f.name)
-            if f.name == "hist":
+            if isinstance(a, frozenset):
+                merged[f.name] = a | b
+            elif f.name in ("hist", "hist2d", "max_ev"):
                 if a is not None and b is not None and a != b:
-                    raise ValueError(f"two histogram settings in one cockpit: {a} and {b}")
+                    raise ValueError(f"two different {f.name} settings in one cockpit: {a} and {b}")
                 merged[f.name] = a if a is not None else b
             else:
                 merged[f.name] = a or b
         return Needs(**merged)
+
+    @property
+    def curvature(self) -> bool:
+        """Whether the loss must be recomputed for curvature at this step."""
+        return bool(self.diagonals) or self.max_ev is not None
 
     @property
     def per_sample(self) -> bool:
@@ -96,6 +121,7 @@ class Needs:
             or self.centered_sq
             or self.centered_sq_elementwise
             or self.hist is not None
+            or self.hist2d is not None
         )
 
     @property
@@ -119,6 +145,40 @@ def histogram_counts(x: Tensor, spec: HistogramSpec) -> tuple[Tensor, Tensor]:
     return counts[: spec.bins], extra
 
 
+def _bin_index(x: Tensor, spec: HistogramSpec) -> Tensor:
+    """Bin of each value of ``x`` (clipped to the edge bins); NaN gives ``spec.bins``."""
+    idx = (x.clamp(spec.low, spec.high) - spec.low).div_(spec.high - spec.low).mul_(spec.bins).floor_()
+    return torch.nan_to_num_(idx.clamp_(0, spec.bins - 1), nan=float(spec.bins)).long()
+
+
+def histogram2d_counts(theta: Tensor, g: Tensor, spec: Histogram2dSpec) -> tuple[Tensor, Tensor]:
+    """Joint counts of the pairs ``(theta_j, g[n, j])`` for all ``n, j`` (eq. 15) and the clip/NaN counts.
+
+    ``theta`` has shape ``[D]`` and ``g`` shape ``[B, D]``. Each pair's bin is
+    ``x_bin(theta_j) * y_bins + y_bin(g_nj)``: the parameter bins are computed once per element and
+    one ``bincount`` over the ``B * D`` combined indices does the rest. Returns ``counts``
+    ``[x_bins, y_bins]`` (int64) and ``[x_below, x_above, y_below, y_above, nonfinite]``.
+    """
+    batch = g.shape[0]
+    theta = theta.reshape(-1)
+    nx, ny = spec.x.bins, spec.y.bins
+    ix = _bin_index(theta, spec.x)
+    iy = _bin_index(g.reshape(batch, -1), spec.y)
+    bad = (ix == nx).unsqueeze(0) | (iy == ny)
+    combined = torch.where(bad, nx * ny, ix.unsqueeze(0) * ny + iy)
+    counts = torch.bincount(combined.reshape(-1), minlength=nx * ny + 1)
+    extra = torch.stack(
+        [
+            (theta < spec.x.low).sum() * batch,
+            (theta > spec.x.high).sum() * batch,
+            (g < spec.y.low).sum(),
+            (g > spec.y.high).sum(),
+            counts[nx * ny],
+        ]
+    )
+    return counts[: nx * ny].reshape(nx, ny), extra
+
+
 @dataclass
 class ParamStats:
     """The statistics of one parameter at one step (see the module docstring)."""
@@ -130,6 +190,8 @@ class ParamStats:
     centered_sq_total: Tensor | None = None
     hist: Tensor | None = None
     hist_extra: Tensor | None = None
+    hist2d: Tensor | None = None
+    hist2d_extra: Tensor | None = None
     calls: int = 0
 
 
@@ -166,6 +228,14 @@ class StepStatistics:
     problem: str | None = None
     _network: dict[str, Any] = field(default_factory=dict, repr=False)
     elapsed: float | None = None
+    #: curvature diagonals per kind and parameter (``cockpit_log.curvature``)
+    diagonals: dict[DiagKind, dict[str, Tensor]] = field(default_factory=dict)
+    #: HessMaxEV's eigenvalue estimate
+    eigen: EigenResult | None = None
+    #: the model call and loss targets of this step, kept for the curvature recompute
+    batch: CapturedBatch | None = None
+    #: why a curvature computation failed, by ``"diagonals"`` / ``"eigen"``
+    curvature_problems: dict[str, str] = field(default_factory=dict)
 
     # ------------------------------------------------------------------ backward pass
     def add_layer(self, module: nn.Module, inputs: tuple[Tensor, ...], delta: Tensor, names: dict[str, str]) -> None:
@@ -185,12 +255,13 @@ class StepStatistics:
         if not needs.per_sample:
             return
         grads = layer_per_sample_grads(module, inputs, delta, list(names))
+        own = dict(module.named_parameters(recurse=False))
         for local, full in names.items():
             g = grads.pop(local).reshape(batch, -1) * scale
-            self._reduce(full, g)
+            self._reduce(full, g, own[local].detach())
             del g
 
-    def _reduce(self, name: str, g: Tensor) -> None:
+    def _reduce(self, name: str, g: Tensor, theta: Tensor) -> None:
         needs = self.needs
         st = self.params.setdefault(name, ParamStats())
         st.calls += 1
@@ -210,6 +281,8 @@ class StepStatistics:
                 st.centered_sq = csq
         if needs.hist is not None:
             st.hist, st.hist_extra = histogram_counts(g, needs.hist)
+        if needs.hist2d is not None:
+            st.hist2d, st.hist2d_extra = histogram2d_counts(theta, g, needs.hist2d)
 
     # ------------------------------------------------------------------ after the update
     def start_slopes(self, direction: Mapping[str, Tensor]) -> Tensor | None:
@@ -287,6 +360,36 @@ class StepStatistics:
         return Histogram1d(
             counts=counts.cpu().numpy().astype(np.int64), edges=spec.edges, below=below, above=above, nonfinite=nan
         )
+
+    def histogram2d(self, name: str | None = None) -> Histogram2d:
+        """Joint histogram of (parameter, gradient element) pairs of one parameter, or of all."""
+        spec = self.needs.hist2d
+        assert spec is not None
+        items = [self.params[name]] if name is not None else list(self.params.values())
+        counts = sum(st.hist2d for st in items)
+        extra = [int(v) for v in sum(st.hist2d_extra for st in items).tolist()]
+        return Histogram2d(
+            counts=counts.cpu().numpy().astype(np.int64),
+            x_edges=spec.x.edges,
+            y_edges=spec.y.edges,
+            x_below=extra[0],
+            x_above=extra[1],
+            y_below=extra[2],
+            y_above=extra[3],
+            nonfinite=extra[4],
+        )
+
+    def second_moment_elementwise(self, name: str) -> Tensor:
+        """``sum_n g_n,p^2`` elementwise for parameter ``p`` (float64): centred sum plus ``B g_B^2``."""
+        st = self.params[name]
+        batch = self.batch_size or 0
+        return _f64(st.centered_sq) + batch * _f64(st.batch_grad).square()
+
+    def second_moment_total(self, name: str | None = None) -> float:
+        """``sum_n ||g_n||^2`` of one parameter block, or network-wide (float64)."""
+        if name is None:
+            return float(self.sample_sq_norms().sum())
+        return float(_f64(self.params[name].sample_sq_norms).sum())
 
 
 def _f64(t: Tensor | None) -> Tensor:

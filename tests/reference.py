@@ -126,3 +126,44 @@ def ref_alpha(losses0, g0, losses1, g1, s) -> float:
         return math.nan
     tau_min = -w[1] / (2 * w[2])
     return (1.0 - tau_min) / tau_min
+
+
+# ---------------------------------------------------------------------- curvature references
+def flat_named_params(model: nn.Module) -> tuple[torch.Tensor, list[str], list[torch.Size]]:
+    names = [n for n, _ in model.named_parameters()]
+    shapes = [p.shape for p in model.parameters()]
+    return torch.cat([p.detach().reshape(-1) for p in model.parameters()]), names, shapes
+
+
+def unflatten(v: torch.Tensor, names: list[str], shapes: list[torch.Size]) -> dict[str, torch.Tensor]:
+    sizes = [math.prod(s) for s in shapes]
+    return {n: t.view(s) for n, t, s in zip(names, v.split(sizes), shapes)}
+
+
+def exact_hessian(model: nn.Module, loss_fn: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """D x D Hessian of loss_fn(model(x), y) on the flattened parameters (torch.autograd.functional)."""
+    flat, names, shapes = flat_named_params(model)
+
+    def loss_of(v: torch.Tensor) -> torch.Tensor:
+        return loss_fn(functional_call(model, unflatten(v, names, shapes), (x,)), y)
+
+    return torch.autograd.functional.hessian(loss_of, flat)
+
+
+def exact_ggn(model: nn.Module, loss_fn: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """J^T H_loss J by hand: J the Jacobian of all outputs, H_loss the Hessian of the loss in the outputs."""
+    flat, names, shapes = flat_named_params(model)
+
+    def outputs(v: torch.Tensor) -> torch.Tensor:
+        return functional_call(model, unflatten(v, names, shapes), (x,)).reshape(-1)
+
+    jac = torch.autograd.functional.jacobian(outputs, flat)  # [B*C, D]
+    out = outputs(flat).detach()
+    shape = functional_call(model, unflatten(flat, names, shapes), (x,)).shape
+    h_out = torch.autograd.functional.hessian(lambda o: loss_fn(o.view(shape), y), out)  # [B*C, B*C]
+    return jac.T @ h_out @ jac
+
+
+def blocks(vector: torch.Tensor, names: list[str], shapes: list[torch.Size]) -> dict[str, torch.Tensor]:
+    """Split a flat vector into per-parameter pieces."""
+    return {n: t.reshape(-1) for n, t in unflatten(vector, names, shapes).items()}

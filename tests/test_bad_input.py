@@ -91,8 +91,12 @@ def test_bad_arguments():
         cockpit_log.attach("model")
     with pytest.raises(ValueError, match="unknown quantity 'Alfa'"):
         cockpit_log.attach(nn.Linear(2, 2), quantities=["Alfa"], sink="memory")
-    with pytest.raises(ValueError, match="curvature"):
-        cockpit_log.attach(nn.Linear(2, 2), quantities="full", sink="memory")
+    with pytest.raises(ValueError, match="curvature must be"):
+        cockpit_log.HessTrace(curvature="fisher")
+    with pytest.raises(ValueError, match="method must be"):
+        cockpit_log.HessMaxEV(method="arnoldi")
+    with pytest.raises(UnsupportedLossError, match="L1Loss has no Hessian"):
+        cockpit_log.attach(nn.Linear(2, 2), nn.L1Loss(), quantities="business", sink="memory")
     with pytest.raises(ValueError, match="unknown sink 'nope'.*local"):
         cockpit_log.attach(nn.Linear(2, 2), sink="nope")
     with pytest.raises(ValueError, match="every"):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 import torch
 from torch import nn
 from torch.nn.modules import module as module_mod
@@ -16,7 +17,7 @@ def net() -> nn.Module:
     )
 
 
-def train(optim: str, attach: bool, steps: int = 20):
+def train(optim: str, attach: bool, steps: int = 20, quantities=("economy", "MeanGSNR", "CABS")):
     torch.manual_seed(0)
     model = net()
     loss_fn = nn.CrossEntropyLoss()
@@ -26,7 +27,7 @@ def train(optim: str, attach: bool, steps: int = 20):
         else torch.optim.Adam(model.parameters(), lr=1e-2)
     )
     ck = (
-        cockpit_log.attach(model, loss_fn, opt, sink="memory", quantities=["economy", "MeanGSNR", "CABS"])
+        cockpit_log.attach(model, loss_fn, opt, sink="memory", quantities=list(quantities), schedule=3)
         if attach
         else None
     )
@@ -45,11 +46,15 @@ def train(optim: str, attach: bool, steps: int = 20):
     return [p.detach().clone() for p in model.parameters()], losses, torch.get_rng_state(), ck
 
 
-def test_parameters_losses_and_rng_unchanged():
+@pytest.mark.parametrize("quantities", [("economy", "MeanGSNR", "CABS"), ("full",)])
+def test_parameters_losses_and_rng_unchanged(quantities):
     for optim in ("sgd", "adam"):
         p0, l0, rng0, _ = train(optim, attach=False)
-        p1, l1, rng1, ck = train(optim, attach=True)
+        p1, l1, rng1, ck = train(optim, attach=True, quantities=quantities)
         assert len(ck.records) > 0
+        curvature = [r for r in ck.records if r.quantity in ("HessTrace", "TICDiag", "HessMaxEV", "GradHist2d")]
+        assert len(curvature) == (28 if "full" in quantities else 0)  # 7 tracked steps x 4
+        assert all(r.reason is None for r in curvature), [(r.quantity, r.reason) for r in curvature if r.reason]
         assert l0 == l1
         for a, b in zip(p0, p1):
             torch.testing.assert_close(b, a, rtol=1e-7, atol=0)

@@ -5,8 +5,9 @@ from __future__ import annotations
 from .alpha import Alpha
 from .base import Quantity
 from .basic import Distance, GradNorm, Loss, Time, UpdateSize
+from .curvature import HessMaxEV, HessTrace, TICDiag, TICTrace
 from .gradient_tests import InnerTest, NormTest, OrthoTest
-from .histograms import GradHist1d
+from .histograms import GradHist1d, GradHist2d
 from .noise import CABS, EarlyStopping, MeanGSNR
 
 __all__ = [
@@ -16,13 +17,18 @@ __all__ = [
     "Distance",
     "EarlyStopping",
     "GradHist1d",
+    "GradHist2d",
     "GradNorm",
+    "HessMaxEV",
+    "HessTrace",
     "InnerTest",
     "Loss",
     "MeanGSNR",
     "NormTest",
     "OrthoTest",
     "Quantity",
+    "TICDiag",
+    "TICTrace",
     "Time",
     "UpdateSize",
 ]
@@ -43,5 +49,10 @@ ALL_QUANTITIES: dict[str, type[Quantity]] = {
         MeanGSNR,
         CABS,
         EarlyStopping,
+        HessTrace,
+        HessMaxEV,
+        TICDiag,
+        TICTrace,
+        GradHist2d,
     )
 }
