@@ -100,6 +100,9 @@ class Cockpit:
         if not self._params:
             raise CockpitError("the model has no trainable parameters left to watch")
         self._layers: list[Layer] = find_layers(model, self._params)
+        self._curvature: CurvatureEngine | None = None
+        if self._uses_curvature():
+            self._curvature = CurvatureEngine(model, self._params, self._layers)
         if self._uses_backward():
             check_per_sample_support(model, self._layers)
 
@@ -109,7 +112,6 @@ class Cockpit:
             if any(self._has(n) for n in DIAGONAL_QUANTITIES):
                 check_curvature_loss(loss_fn)
         self._loss_callable = loss_fn
-        self._curvature = CurvatureEngine(model, self._params) if self._uses_curvature() else None
         self._loss_module = loss_fn if isinstance(loss_fn, nn.Module) else None
         self._functional_loss = loss_fn is not None and not isinstance(loss_fn, nn.Module)
         self._optimizer = optimizer

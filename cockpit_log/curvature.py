@@ -4,12 +4,13 @@ The user's loop runs a plain ``loss.backward()``, which yields gradients only. O
 curvature quantity is due, the cockpit therefore *recomputes* the loss on the captured batch, once
 per kind of work, just before the optimizer step (parameters still ``theta_t``):
 
-- **diagonals** (HessTrace, TICDiag, TICTrace): one forward and one backward pass through a
-  BackPACK-extended *shadow* of the model with :class:`~backpack.extensions.DiagHessian` (exact),
-  ``DiagGGNExact`` (exact GGN, ``C`` extra backpropagations for ``C`` outputs) and/or ``DiagGGNMC``
-  (Monte-Carlo GGN, ``mc_samples`` extra backpropagations), all requested in the same pass. The
-  shadow is a structural copy of the model that *shares* its parameters and buffers, so the user's
-  modules never carry BackPACK's hooks and nothing is copied per step.
+- **diagonals** (HessTrace, TICDiag, TICTrace; one per ``curvature`` setting, shared by all three):
+  the exact Hessian diagonal from one forward and one backward pass with BackPACK's
+  ``DiagHessian`` through a *BackPACK shadow* of the model; the GGN diagonal, exact (``C`` backward
+  passes for ``C`` outputs per sample) or Monte-Carlo (``mc_samples`` passes), from
+  :mod:`cockpit_log.ggn` on a plain shadow, which accepts any forward code. A shadow is a
+  structural copy of the model that *shares* its parameters and buffers and carries none of its
+  hooks, so the user's modules never carry BackPACK's hooks and nothing is copied per step.
 - **Hessian-vector products** (HessMaxEV): one forward and one ``create_graph`` backward pass through
   the user's model, then one double-backward pass per product (Pearlmutter's trick).
 
@@ -37,8 +38,10 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from .capture import Layer
 from .eigen import EigenResult, lanczos_max_eigenvalue, power_max_eigenvalue
 from .errors import UnsupportedLossError
+from .ggn import ggn_diagonal
 from .per_sample import internal_call
 
 __all__ = ["CURVATURE_LOSSES", "CapturedBatch", "DiagKind", "EigenSettings", "CurvatureEngine"]
@@ -136,13 +139,19 @@ def check_curvature_loss(loss_fn: nn.Module) -> None:
     if not isinstance(loss_fn, CURVATURE_LOSSES):
         names = ", ".join(c.__name__ for c in CURVATURE_LOSSES)
         raise UnsupportedLossError(
-            f"{type(loss_fn).__name__} has no Hessian/GGN diagonal in BackPACK (supported: {names}); "
+            f"{type(loss_fn).__name__} has no Hessian/GGN diagonal here (supported: {names}); "
             "HessTrace, TICDiag and TICTrace cannot be computed. Drop them from quantities= "
             "(HessMaxEV works with any twice-differentiable loss)."
         )
-    if getattr(loss_fn, "weight", None) is not None or getattr(loss_fn, "ignore_index", -100) != -100:
+    if (
+        getattr(loss_fn, "weight", None) is not None
+        or getattr(loss_fn, "pos_weight", None) is not None
+        or getattr(loss_fn, "ignore_index", -100) != -100
+        or getattr(loss_fn, "label_smoothing", 0.0) != 0
+    ):
         raise UnsupportedLossError(
-            f"{type(loss_fn).__name__} with class weights or ignore_index has no Hessian diagonal in BackPACK; "
+            f"{type(loss_fn).__name__} with class weights, ignore_index or label smoothing is not supported by the "
+            "curvature diagonals; "
             "drop HessTrace, TICDiag and TICTrace from quantities=, or use an unweighted loss."
         )
 
@@ -170,12 +179,15 @@ def shadow_copy(model: nn.Module) -> nn.Module:
 class CurvatureEngine:
     """Recomputes the loss of a captured batch and derives curvature from it (see the module docstring)."""
 
-    _ATTRS = {"hessian": "diag_h", "ggn": "diag_ggn_exact", "ggn_mc": "diag_ggn_mc"}
-
-    def __init__(self, model: nn.Module, params: Mapping[str, nn.Parameter], seed: int = 0) -> None:
+    def __init__(
+        self, model: nn.Module, params: Mapping[str, nn.Parameter], layers: Sequence[Layer], seed: int = 0
+    ) -> None:
         self.model = model
         self.params = dict(params)
+        self.layers = list(layers)
         self.generator = torch.Generator().manual_seed(seed)
+        self._plain_shadow: nn.Module | None = None
+        self._plain_layers: list[tuple[nn.Module, dict[str, str]]] = []
         self._shadow: nn.Module | None = None
         self._shadow_loss: nn.Module | None = None
         self._shadow_loss_source: nn.Module | None = None
@@ -188,8 +200,8 @@ class CurvatureEngine:
     def _seed(self) -> int:
         return int(torch.randint(0, 2**62, (1,), generator=self.generator))
 
-    # ------------------------------------------------------------------ diagonals (BackPACK)
-    def _shadow_of(self, loss_fn: nn.Module) -> tuple[nn.Module, nn.Module]:
+    # ------------------------------------------------------------------ diagonals
+    def _backpack_shadow(self, loss_fn: nn.Module) -> tuple[nn.Module, nn.Module]:
         from backpack import extend
 
         if self._shadow is None:
@@ -199,44 +211,66 @@ class CurvatureEngine:
             self._shadow_loss_source = loss_fn
         return self._shadow, self._shadow_loss
 
+    def _plain(self) -> tuple[nn.Module, list[tuple[nn.Module, dict[str, str]]]]:
+        if self._plain_shadow is None:
+            self._plain_shadow = shadow_copy(self.model)
+            modules = dict(self._plain_shadow.named_modules(remove_duplicate=False))
+            self._plain_layers = [(modules[layer.qualname], layer.names) for layer in self.layers]
+        return self._plain_shadow, self._plain_layers
+
     def diagonals(
         self, loss_fn: nn.Module, batch: CapturedBatch, kinds: Sequence[DiagKind]
     ) -> dict[DiagKind, dict[str, Tensor]]:
         """Per-parameter curvature diagonals of the recomputed loss, one dict per requested kind."""
-        from backpack import backpack
-        from backpack.extensions import DiagGGNExact, DiagGGNMC, DiagHessian
-
         check_curvature_loss(loss_fn)
-        model, loss_module = self._shadow_of(loss_fn)
-        exts = []
-        for kind in kinds:
-            if kind.kind == "hessian":
-                exts.append(DiagHessian())
-            elif kind.kind == "ggn":
-                exts.append(DiagGGNExact())
-            else:
-                exts.append(DiagGGNMC(mc_samples=kind.mc_samples))
-        mc = [k for k in kinds if k.kind == "ggn_mc"]
-        if len(mc) > 1:
-            raise ValueError(f"one Monte-Carlo GGN setting per cockpit, got {', '.join(map(str, mc))}")
+        out: dict[DiagKind, dict[str, Tensor]] = {}
+        with internal_call(), warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message="Full backward hook is firing")
+            for kind in kinds:
+                if kind.kind == "hessian":
+                    out[kind] = self._hessian_diagonal(loss_fn, batch)
+                else:
+                    model, layers = self._plain()
+                    with replayed_rng(batch):
+                        diag = ggn_diagonal(
+                            model,
+                            layers,
+                            loss_fn,
+                            batch.args,
+                            batch.kwargs,
+                            batch.targets or (),
+                            kind.mc_samples if kind.kind == "ggn_mc" else None,
+                            self.generator,
+                        )
+                    out[kind] = {n: d for n, d in diag.items() if n in self.params}
+        return out
+
+    def _hessian_diagonal(self, loss_fn: nn.Module, batch: CapturedBatch) -> dict[str, Tensor]:
+        """Exact Hessian diagonal from BackPACK's ``DiagHessian`` on the BackPACK shadow."""
+        from backpack import backpack
+        from backpack.extensions import DiagHessian
+
+        model, loss_module = self._backpack_shadow(loss_fn)
         params = list(self.params.values())
         try:
-            with internal_call(), warnings.catch_warnings():
-                warnings.filterwarnings("ignore", message="Full backward hook is firing")
-                with replayed_rng(batch):
-                    loss = self._loss(model, loss_module, batch)
-                with replayed_rng(batch, seed=self._seed()), backpack(*exts):
-                    torch.autograd.grad(loss, params, allow_unused=True)
-            out: dict[DiagKind, dict[str, Tensor]] = {}
-            for kind in kinds:
-                attr = self._ATTRS[kind.kind]
-                out[kind] = {n: getattr(p, attr).detach() for n, p in self.params.items() if hasattr(p, attr)}
-            return out
+            with replayed_rng(batch), backpack(DiagHessian()):
+                loss = self._loss(model, loss_module, batch)
+                torch.autograd.grad(loss, params, allow_unused=True)
+            missing = [n for n, p in self.params.items() if not hasattr(p, "diag_h")]
+            if missing:
+                raise RuntimeError(f"no Hessian diagonal for {', '.join(missing)}")
+            return {n: p.diag_h.detach() for n, p in self.params.items()}  # type: ignore[attr-defined]
+        except Exception as err:
+            raise RuntimeError(
+                f"BackPACK cannot compute the exact Hessian diagonal of this model ({type(err).__name__}: {err}); "
+                "it needs layers applied one after another (e.g. nn.Sequential). Use curvature='ggn' (exact GGN "
+                "diagonal for any forward code; equal to the Hessian diagonal for ReLU-type networks) or "
+                "curvature='ggn_mc'"
+            ) from err
         finally:
             for p in params:
-                for attr in self._ATTRS.values():
-                    if hasattr(p, attr):
-                        delattr(p, attr)
+                if hasattr(p, "diag_h"):
+                    del p.diag_h  # type: ignore[attr-defined]
 
     # ------------------------------------------------------------------ Hessian-vector products
     def max_eigenvalue(
