@@ -57,15 +57,16 @@ class at_steps:
 class log_spaced(at_steps):
     """Track at about ``num`` steps spaced logarithmically between 0 and ``last`` (inclusive).
 
-    The steps are ``{0} ∪ unique(floor(logspace(0, log10(last), num)))``: dense early in
-    training, where the instruments move fastest, and sparse later.
+    The steps are ``{0, last} ∪ unique(round(logspace(0, log10(last), num)))``: dense early in
+    training, where the instruments move fastest, and sparse later; ``last`` is always included
+    (rounding, not flooring, keeps the largest logspace value from falling just below it).
     """
 
     def __init__(self, last: int, num: int = 100) -> None:
         if last < 1 or num < 1:
             raise ValueError("log_spaced(last, num): both must be >= 1")
-        steps = np.unique(np.floor(np.logspace(0, np.log10(last), num)).astype(int))
-        super().__init__([0, *steps.tolist()])
+        steps = np.unique(np.rint(np.logspace(0, np.log10(last), num)).astype(int))
+        super().__init__([0, *steps.tolist(), last])
         self.last, self.num = last, num
 
     def __repr__(self) -> str:

@@ -196,3 +196,9 @@ def test_records_round_trip_through_json_with_2d_histograms_and_info() -> None:
     assert back.value == h and back.per_param["w"] == h and back.step == 3
     assert back.info["hvps"] == 3.0 and np.isnan(back.info["residual"])
     assert h.total == 20 and h.x_marginal().counts.tolist() == [3, 12] and h.y_marginal().counts.tolist() == [3, 5, 7]
+
+
+def test_log_spaced_always_includes_its_last_step() -> None:
+    for last in range(1, 2000):
+        sched = cockpit_log.log_spaced(last, 50)
+        assert sched(last) and sched(0) and not sched(last + 1), last
