@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterable
+from dataclasses import dataclass
 from pathlib import Path
 
 from matplotlib.figure import Figure
@@ -19,7 +20,16 @@ from .layers import layer_view
 from .layout import FIGURE2_PANELS, cockpit_view
 from .panel import GID_PREFIX, Panel
 
-__all__ = ["FIGURE2_PANELS", "Panel", "cockpit_view", "layer_view", "layers_path_for", "panel_titles", "write_view"]
+__all__ = [
+    "FIGURE2_PANELS",
+    "Panel",
+    "ViewFiles",
+    "cockpit_view",
+    "layer_view",
+    "layers_path_for",
+    "panel_titles",
+    "write_view",
+]
 
 
 def panel_titles(fig: Figure) -> dict[str, str]:
@@ -38,15 +48,24 @@ def layers_path_for(path: str | os.PathLike[str]) -> Path:
     return p.with_name(f"{p.stem}-layers{p.suffix or '.png'}")
 
 
+@dataclass(frozen=True)
+class ViewFiles:
+    """What :func:`write_view` wrote: the files (view first, then the layer-wise grid if any) and
+    the view's panels (key -> title, as :func:`panel_titles` gives them)."""
+
+    files: list[Path]
+    panels: dict[str, str]
+
+
 def write_view(
     records: Iterable[Record],
     path: str | os.PathLike[str],
     layers_path: str | os.PathLike[str] | None = None,
     title: str | None = None,
     dpi: int = 100,
-) -> list[Path]:
+) -> ViewFiles:
     """Write the cockpit view to ``path`` and, when the run has per-parameter histograms, the
-    layer-wise grid to ``layers_path`` (default: :func:`layers_path_for`). Returns the files written.
+    layer-wise grid to ``layers_path`` (default: :func:`layers_path_for`).
 
     Raises:
         ValueError: there are no records.
@@ -54,11 +73,13 @@ def write_view(
     records = list(records)
     out = Path(path)
     out.parent.mkdir(parents=True, exist_ok=True)
-    cockpit_view(records, title=title).savefig(out, dpi=dpi)
+    fig = cockpit_view(records, title=title)
+    fig.savefig(out, dpi=dpi)
     written = [out]
     grid = layer_view(records)
     if grid is not None:
         lp = Path(layers_path) if layers_path is not None else layers_path_for(out)
+        lp.parent.mkdir(parents=True, exist_ok=True)
         grid.savefig(lp, dpi=dpi)
         written.append(lp)
-    return written
+    return ViewFiles(written, panel_titles(fig))
