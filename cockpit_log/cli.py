@@ -103,6 +103,8 @@ def _cmd_demo(args: argparse.Namespace) -> int:
         result = run_demo(settings)
     except ValueError as err:
         raise UserError(_first_line(err)) from err
+    except ImportError as err:
+        raise UserError(f"{_first_line(err)}; the demo needs: pip install 'cockpit-log[demo]'") from err
     wall = time.perf_counter() - t0
     if result.notice:
         print(f"{PROG}: note: {result.notice}")

@@ -25,7 +25,7 @@ from .presets import resolve_quantities
 from .progress import LIVE_READINGS, ProgressLine
 from .quantities import Quantity
 from .records import Record
-from .schedules import every, log_spaced
+from .schedules import at_steps, every, log_spaced
 from .view import write_view
 
 __all__ = [
@@ -135,15 +135,17 @@ class DemoResult:
 
 
 def demo_schedules(names: list[str], steps: int, track_points: int = DEMO_TRACK_POINTS) -> list[Quantity]:
-    """Quantity instances for the demo: ``log_spaced(steps - 1, track_points)`` for all but Alpha,
-    which is tracked every ``steps // DEMO_ALPHA_READINGS`` steps so that its whole-run and
-    last-10 % distributions have readings spread evenly over the run."""
+    """Quantity instances for the demo: ``log_spaced(steps - 1, track_points)`` plus the last step
+    for all but Alpha, which is tracked every ``steps // DEMO_ALPHA_READINGS`` steps so that its
+    whole-run and last-10 % distributions have readings spread evenly over the run."""
     quantities = resolve_quantities(names)
+    # the last step is added explicitly: log_spaced(last) can miss ``last`` by floating-point rounding
+    log_schedule = at_steps(log_spaced(steps - 1, track_points).steps | {steps - 1})
     for q in quantities:
         if q.name == "Alpha":
             q.schedule = every(max(1, steps // DEMO_ALPHA_READINGS))
         else:
-            q.schedule = log_spaced(steps - 1, track_points)
+            q.schedule = log_schedule
     return quantities
 
 
@@ -187,7 +189,6 @@ def run_demo(settings: DemoSettings, stream: TextIO | None = None) -> DemoResult
     t0 = time.perf_counter()
     try:
         with warnings.catch_warnings(record=True) as caught:
-            warnings.simplefilter("default")
             ck = attach(
                 model,
                 loss_fn,
@@ -217,5 +218,14 @@ def run_demo(settings: DemoSettings, stream: TextIO | None = None) -> DemoResult
     render_s = time.perf_counter() - t0
     messages = list(dict.fromkeys(str(w.message) for w in caught))
     return DemoResult(
-        ck.records, quantities, tracker, [f.resolve() for f in view.files], view.panels, notice, messages, train_s, render_s, loss_value
+        records=ck.records,
+        quantities=quantities,
+        tracker=tracker,
+        files=[f.resolve() for f in view.files],
+        panels=view.panels,
+        notice=notice,
+        warnings=messages,
+        train_s=train_s,
+        render_s=render_s,
+        final_loss=loss_value,
     )
