@@ -97,6 +97,7 @@ def _cmd_demo(args: argparse.Namespace) -> int:
         lr=args.lr,
         seed=args.seed,
         track_points=args.track_points,
+        threads=args.threads,
     )
     t0 = time.perf_counter()
     try:
@@ -173,6 +174,9 @@ def build_parser() -> argparse.ArgumentParser:
         type=int,
         default=DEMO_TRACK_POINTS,
         help=f"points of the log-spaced schedule (default {DEMO_TRACK_POINTS})",
+    )
+    demo.add_argument(
+        "--threads", type=int, default=1, help="torch CPU threads (default 1: the model is tiny, one is fastest)"
     )
     demo.set_defaults(func=_cmd_demo)
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib
+import json
 import os
 import re
 import shutil
@@ -208,3 +209,49 @@ def test_wandb_offline_run_from_demo_plots_the_same_panels(demo_run: dict, tmp_p
     local = cli("plot", str(demo_run["run_dir"]), "-o", str(tmp_path / "l.png"))
     panels = [line for line in plotted.stdout.splitlines() if line.startswith("panels:")]
     assert panels == [line for line in local.stdout.splitlines() if line.startswith("panels:")]
+
+
+TRACKER_SCRIPT = """
+import json, sys
+from pathlib import Path
+import mlflow
+from cockpit_log.demo_trackers import _mlflow_run, _wandb_run
+from cockpit_log.reading import _is_wandb_run_dir
+out = Path(sys.argv[1])
+m = _mlflow_run(out, None)
+active = mlflow.active_run().info.run_id
+m.finish()
+w = _wandb_run(out)
+w.finish()
+print(json.dumps({"mlflow": [m.source, m.open_commands, dict(m.where), active],
+                  "wandb": [w.source, w.open_commands, _is_wandb_run_dir(Path(w.source))]}))
+"""
+
+
+def test_demo_opens_runs_in_mlflows_embedded_store_and_offline_wandb(tmp_path: Path) -> None:
+    """The demo's own part of the tracker runs, with the real MLflow (sqlite file, no server) and W&B (offline)."""
+    pytest.importorskip("mlflow")
+    pytest.importorskip("wandb")
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("MLFLOW_", "WANDB_"))}
+    result = subprocess.run(
+        [sys.executable, "-c", TRACKER_SCRIPT, str(tmp_path)],
+        capture_output=True,
+        text=True,
+        env={**env, "PYTHONPATH": str(ROOT)},
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stderr
+    info = json.loads(result.stdout.strip().splitlines()[-1])
+    source, commands, where, active = info["mlflow"]
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    assert source == f"mlflow:{active}"
+    assert commands[0] == f"mlflow ui --backend-store-uri {uri}"
+    assert where["MLflow tracking URI"] == uri
+    from mlflow.tracking import MlflowClient
+
+    run = MlflowClient(tracking_uri=uri).get_run(active)
+    assert run.info.status == "FINISHED"
+    assert run.info.artifact_uri.startswith((tmp_path / "mlartifacts").as_uri())
+    wandb_dir, wandb_commands, is_run_dir = info["wandb"]
+    assert Path(wandb_dir).parent == tmp_path / "wandb" and is_run_dir
+    assert wandb_commands[0] == f"wandb sync {wandb_dir}"

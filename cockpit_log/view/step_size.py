@@ -13,9 +13,9 @@ from .panel import Panel
 
 __all__ = ["ALPHA", "DISTANCES", "GRAD_NORM"]
 
-#: half-width of Alpha's x-range when all readings fit; wider data widens it up to ALPHA_MAX_RANGE
+#: half-width of Alpha's x-range when 90 % of the readings fit; wider data widens it up to ALPHA_MAX_RANGE
 ALPHA_MIN_RANGE = 1.5
-ALPHA_MAX_RANGE = 5.0
+ALPHA_MAX_RANGE = 3.0
 
 
 def _alpha(fig: Figure, spec: SubplotSpec, data: RunData) -> Axes:
@@ -30,7 +30,7 @@ def _alpha(fig: Figure, spec: SubplotSpec, data: RunData) -> Axes:
         return ax
     values = np.asarray([a for _, a in pairs])
     late = np.asarray(last_fraction(pairs, 0.1, data.last_step))
-    half = float(np.clip(np.percentile(np.abs(values), 98) * 1.1, ALPHA_MIN_RANGE, ALPHA_MAX_RANGE))
+    half = float(np.clip(np.percentile(np.abs(values), 90) * 1.1, ALPHA_MIN_RANGE, ALPHA_MAX_RANGE))
     bins = np.linspace(-half, half, 41)
     # the parabola the steps are measured on, in axes height units, for orientation
     x = np.linspace(-half, half, 200)
@@ -57,7 +57,9 @@ def _alpha(fig: Figure, spec: SubplotSpec, data: RunData) -> Axes:
         )
     outside = int(np.sum(np.abs(values) > half))
     if outside:
-        ax.set_title(f"{outside} beyond ±{half:.1f} in edge bins", loc="right", fontsize=8)
+        ax.text(
+            0.01, 0.97, f"{outside} beyond ±{half:.1f}\nin the edge bins", transform=ax.transAxes, va="top", fontsize=8
+        )
     ax.set_xlim(-half, half)
     ax.legend(fontsize=8, loc="upper center")
     return ax
