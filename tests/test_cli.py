@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib
+import io
 import json
 import os
 import re
@@ -19,6 +20,7 @@ from cockpit_log.backends.local import LocalSink
 from cockpit_log.cli import main
 from cockpit_log.demo import DEMO_QUANTITIES
 from cockpit_log.presets import resolve_quantities
+from cockpit_log.progress import ProgressLine
 from cockpit_log.view import cockpit_view, panel_titles
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -255,3 +257,40 @@ def test_demo_opens_runs_in_mlflows_embedded_store_and_offline_wandb(tmp_path: P
     wandb_dir, wandb_commands, is_run_dir = info["wandb"]
     assert Path(wandb_dir).parent == tmp_path / "wandb" and is_run_dir
     assert wandb_commands[0] == f"wandb sync {wandb_dir}"
+
+
+def test_bare_mlflow_run_id_is_read_as_an_mlflow_run(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
+    run_id = "0123456789abcdef0123456789abcdef"
+    assert main(["show", run_id]) == 1
+    err = capsys.readouterr().err.strip()
+    assert "\n" not in err
+    assert err.startswith(
+        (
+            f"cockpit-log: error: cannot read mlflow:{run_id}",
+            f"cockpit-log: error: no cockpit records in mlflow:{run_id}",
+        )
+    )
+
+
+class _Terminal(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+def test_progress_line_redraws_in_place_on_a_terminal_and_prints_tenths_elsewhere() -> None:
+    term, pipe = _Terminal(), io.StringIO()
+    bars = [ProgressLine(50, term, min_interval=0.0), ProgressLine(50, pipe)]
+    for step in range(50):
+        for bar in bars:
+            bar.update(step, 1.0 / (step + 1), {"Alpha": -0.25, "GradNorm": 2.0})
+    for bar in bars:
+        bar.close()
+    assert term.getvalue().count("\r") == 50 and term.getvalue().endswith("\n")
+    assert "[########################] step 50/50  loss 0.020  alpha -0.25  |g| 2" in term.getvalue()
+    lines = pipe.getvalue().splitlines()
+    assert len(lines) == 11 and "\r" not in pipe.getvalue()
+    assert lines[0].startswith("[........................] step 1/50  loss 1.000")
