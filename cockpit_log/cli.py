@@ -17,6 +17,7 @@ import warnings
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
+from typing import TextIO
 
 from .records import Record
 
@@ -209,7 +210,14 @@ def build_parser() -> argparse.ArgumentParser:
 def _one_line_warnings() -> Iterator[None]:
     """Print warnings as ``cockpit-log: warning: ...`` lines on stderr."""
 
-    def show(message, category, filename, lineno, file=None, line=None) -> None:  # noqa: ANN001
+    def show(
+        message: Warning | str,
+        category: type[Warning],
+        filename: str,
+        lineno: int,
+        file: TextIO | None = None,
+        line: str | None = None,
+    ) -> None:
         text = str(message).strip().removeprefix(f"{PROG}: ")
         print(f"{PROG}: warning: {text.splitlines()[0] if text else category.__name__}", file=sys.stderr)
 

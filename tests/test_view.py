@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import numpy as np
 import pytest
 from fake_records import CURVATURE, ECONOMY, PARAMS, hist1d, log_steps, make_records
+from matplotlib.axes import Axes
+from matplotlib.figure import Figure
 from matplotlib.patches import Circle
 
 from cockpit_log.records import Histogram1d, Record
@@ -35,12 +38,12 @@ ALL_PANELS = {
 CURVATURE_PANELS = {"hess_max_ev", "hess_trace", "tic", "grad_hist_2d"}
 
 
-def panel_axes(fig, key: str):  # noqa: ANN001, ANN201
+def panel_axes(fig: Figure, key: str) -> Axes:
     """The titled Axes of panel ``key``."""
     return next(ax for ax in fig.axes if ax.get_gid() == GID_PREFIX + key)
 
 
-def texts(ax) -> str:  # noqa: ANN001
+def texts(ax: Axes) -> str:
     return " | ".join(t.get_text() for t in ax.texts)
 
 
@@ -63,8 +66,19 @@ def test_economy_subset_leaves_curvature_panels_out_and_drops_their_column() -> 
 
 
 def test_curvature_only_and_single_quantity() -> None:
-    fig = cockpit_view(make_records(CURVATURE))
+    records = make_records(CURVATURE, steps=list(range(8)))
+    fig = cockpit_view(records)
     assert set(panel_titles(fig)) == CURVATURE_PANELS
+    trace = panel_axes(fig, "hess_trace")
+    assert [line.get_label() for line in trace.get_lines()] == ["network", *PARAMS]  # network-wide and per parameter
+    assert [line.get_label() for line in panel_axes(fig, "tic").get_lines()] == [
+        "TICDiag (diagonal)",
+        "TICTrace (trace)",
+    ]
+    assert list(panel_axes(fig, "hess_max_ev").get_lines()[0].get_xdata()) == list(range(8))
+    latest_2d = [r for r in records if r.quantity == "GradHist2d"][-1].value
+    heatmap = next(ax for ax in fig.axes if ax.get_ylabel() == "gradient element g_n(θ)_j")
+    assert heatmap.collections[0].get_array().sum() == latest_2d.counts.sum()  # the latest joint counts
     fig = cockpit_view(make_records(("Loss",)))
     assert panel_titles(fig) == {"loss": "Mini-batch loss"}
 
@@ -165,7 +179,7 @@ def test_layer_grid_in_model_order_with_fallback_to_gradhist2d() -> None:
     assert layer_view(make_records(("GradNorm",))) is None
 
 
-def test_write_view_writes_view_and_layer_grid(tmp_path) -> None:  # noqa: ANN001
+def test_write_view_writes_view_and_layer_grid(tmp_path: Path) -> None:
     out = write_view(make_records(ECONOMY, steps=list(range(5))), tmp_path / "sub" / "v.png")
     assert out.files == [tmp_path / "sub" / "v.png", tmp_path / "sub" / "v-layers.png"]
     assert all(f.read_bytes().startswith(b"\x89PNG") for f in out.files)
@@ -176,8 +190,6 @@ def test_write_view_writes_view_and_layer_grid(tmp_path) -> None:  # noqa: ANN00
 
 
 def test_draw_histogram2d_into_a_grid_cell() -> None:
-    from matplotlib.figure import Figure
-
     rec = make_records(("GradHist2d",), steps=[0])[0]
     fig = Figure()
     axes = draw_histogram2d(fig, fig.add_gridspec(1, 2)[0, 1], rec.value, title="joint")
