@@ -12,38 +12,10 @@ import argparse
 import math
 
 import torch
-from sklearn.datasets import load_digits
 from torch import nn
 
 import cockpit_log
-
-
-def digits_loader(batch_size: int, seed: int = 0):
-    """Endless shuffled batches of the 1797 8x8 digits, scaled to [0, 1], from our own generator."""
-    data = load_digits()
-    x = torch.tensor(data.images, dtype=torch.float32).unsqueeze(1) / 16.0
-    y = torch.tensor(data.target, dtype=torch.long)
-    gen = torch.Generator().manual_seed(seed)
-    while True:
-        perm = torch.randperm(len(x), generator=gen)
-        for i in range(0, len(x) - batch_size + 1, batch_size):
-            idx = perm[i : i + batch_size]
-            yield x[idx], y[idx]
-
-
-def small_cnn() -> nn.Module:
-    return nn.Sequential(
-        nn.Conv2d(1, 8, 3, padding=1),
-        nn.ReLU(),
-        nn.MaxPool2d(2),
-        nn.Conv2d(8, 16, 3, padding=1),
-        nn.ReLU(),
-        nn.MaxPool2d(2),
-        nn.Flatten(),
-        nn.Linear(16 * 2 * 2, 32),
-        nn.ReLU(),
-        nn.Linear(32, 10),
-    )
+from cockpit_log.demo import digits_loader, small_cnn  # shared with `cockpit-log demo`
 
 
 def main() -> None:

@@ -1,0 +1,5 @@
+"""``python -m cockpit_log``: the ``cockpit-log`` command."""
+
+from .cli import run
+
+run()
