@@ -42,7 +42,6 @@ __all__ = [
 ]
 
 DEMO_QUANTITIES = "full"
-DEMO_FALLBACK = "economy"  # until the curvature issue provides "full"
 DEMO_STEPS = 500
 DEMO_TRACK_POINTS = 100  # log_spaced(steps - 1, DEMO_TRACK_POINTS): dense early, sparse late
 DEMO_ALPHA_READINGS = 100  # Alpha evenly spread, so "whole run" and "last 10 %" compare like with like
@@ -82,20 +81,14 @@ def small_cnn() -> nn.Module:
 def demo_quantities(spec: str | None) -> tuple[list[str], str | None]:
     """The demo's quantity list from ``--quantities`` (comma-separated presets and names), and a notice.
 
-    ``None`` means :data:`DEMO_QUANTITIES`; where that preset is not available yet, the demo falls
-    back to :data:`DEMO_FALLBACK` and the notice says so.
+    ``None`` means :data:`DEMO_QUANTITIES`. The notice is reserved for settings worth a remark
+    (none at present).
 
     Raises:
         ValueError: an unknown or unavailable name that the user asked for.
     """
     if spec is None:
-        try:
-            resolve_quantities(DEMO_QUANTITIES)
-            return [DEMO_QUANTITIES], None
-        except ValueError:
-            return [DEMO_FALLBACK], (
-                f"preset {DEMO_QUANTITIES!r} is not available in this version; the demo tracks {DEMO_FALLBACK!r}"
-            )
+        return [DEMO_QUANTITIES], None
     names = [n.strip() for n in spec.split(",") if n.strip()]
     if not names:
         raise ValueError("--quantities is empty; give a preset (economy) or quantity names, comma-separated")
