@@ -6,10 +6,11 @@ batch of records to a ``deliver`` callable. Nothing is dropped and the training 
 - the queue is bounded (``maxsize`` batches); when it is full, the batch goes straight to the
   spool file instead of waiting;
 - when ``deliver`` (or a queued call) raises, that batch and every later one go to the spool (the
-  tracker is not called again), with one warning. The batch delivered just before goes to the spool
-  too: a tracker can accept a call and still drop it when its run ends at that moment (W&B does,
-  when a run is finished from another thread), so the spool is *at least once*; a replay skips what
-  the run already holds (``replay_spool(..., exclude=...)``);
+  tracker is not called again), with one warning. The ``keep`` batches delivered just before go to
+  the spool too: a tracker can accept a call and still drop it when its run ends at that moment
+  (W&B does, when a run is finished from another thread), and a sink may hold a step's row back
+  until the next batch; so the spool is *at least once*, and a replay skips what the run already
+  holds (``replay_spool(..., exclude=...)``);
 - at :meth:`~BackgroundSender.close`, what the worker could not deliver within the timeout goes to
   the spool as well (a batch in flight at that moment is spooled too: at least once, never lost).
 
@@ -24,6 +25,7 @@ import os
 import queue
 import threading
 import time
+from collections import deque
 from collections.abc import Callable, Collection, Sequence
 from pathlib import Path
 from typing import Any
@@ -71,6 +73,7 @@ class BackgroundSender:
         spool: where undelivered records go.
         warn: reports failures (one warning per kind).
         maxsize: bound of the queue, in batches.
+        keep: how many delivered batches are kept to be spooled again if the tracker fails.
         name: thread name.
     """
 
@@ -80,6 +83,7 @@ class BackgroundSender:
         spool: Spool,
         warn: WarnOnce,
         maxsize: int = 1000,
+        keep: int = 2,
         name: str = "cockpit-log-sender",
     ) -> None:
         self._deliver = deliver
@@ -88,7 +92,7 @@ class BackgroundSender:
         self._queue: queue.Queue[Any] = queue.Queue(maxsize=maxsize)
         self._lock = threading.Lock()
         self._in_flight: list[Record] | None = None
-        self._last: list[Record] = []
+        self._recent: deque[list[Record]] = deque(maxlen=keep)
         self.error: BaseException | None = None
         self._closed = False
         self._thread = threading.Thread(target=self._run, name=name, daemon=True)
@@ -154,8 +158,7 @@ class BackgroundSender:
         if not finished:
             with self._lock:
                 in_flight, self._in_flight = self._in_flight, None
-            if in_flight:
-                self.spool.append(in_flight)
+            self.spool.append([r for batch in self._recent for r in batch] + (in_flight or []))
             self._warn(
                 "wandb-close-timeout",
                 f"cockpit-log: the W&B sink did not finish within {timeout:g} s; the rest is kept in {self.spool.path}",
@@ -190,7 +193,7 @@ class BackgroundSender:
             self._in_flight = batch
         try:
             self._deliver(batch)
-            self._last = batch
+            self._recent.append(batch)
         except Exception as err:  # noqa: BLE001 - the tracker must never stop training
             self._fail(err, f"logging to W&B failed ({type(err).__name__}: {err})", batch)
         finally:
@@ -207,8 +210,8 @@ class BackgroundSender:
 
     def _fail(self, err: Exception, what: str, batch: list[Record]) -> None:
         self.error = err
-        self.spool.append(self._last + batch)
-        self._last = []
+        self.spool.append([r for recent in self._recent for r in recent] + batch)
+        self._recent.clear()
         self._warn(
             "wandb-deliver-failed",
             f"cockpit-log: {what}; training goes on and every record from now on is kept in {self.spool.path}. "

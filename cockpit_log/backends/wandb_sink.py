@@ -2,7 +2,8 @@
 
 It logs into ``wandb.run`` (or the ``run`` given) if there is one, otherwise starts a run with
 ``wandb.init(**options)`` and finishes only a run it started. Each tracked step becomes one W&B
-history row (key scheme: :mod:`cockpit_log.backends._wandb_convert`) against the step metric
+history row (key scheme: :mod:`cockpit_log.backends._wandb_convert`; a row is logged once the next
+step's records arrive, since two-step quantities such as Alpha come one step late) against the step metric
 ``cockpit/step`` declared with ``define_metric``; the sink never passes W&B's own ``step=``, so
 the user's ``wandb.log`` calls and ours never collide or go back in step. At close it logs the
 custom charts (:mod:`cockpit_log.backends._wandb_charts`) and writes the run summary
@@ -23,6 +24,8 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
+
+import wandb
 
 from ..errors import WarnOnce
 from ..naming import PREFIX, quantity_key
@@ -92,8 +95,6 @@ class WandbSink:
         close_timeout: float = 60.0,
         background: bool = True,
     ) -> None:
-        import wandb
-
         self._warn = WarnOnce()
         self._options = {
             "per_param_histograms": per_param_histograms,
@@ -106,6 +107,7 @@ class WandbSink:
         self._tally = Tally()
         self._kept: list[Record] = []
         self._names: dict[str, str] = {}
+        self._pending: dict[int, list[Record]] = {}
         self._tracked = 0
         self._closed = False
         self.owns_run = False
@@ -176,6 +178,7 @@ class WandbSink:
         Call it before finishing the run yourself while the cockpit is still attached (or close the
         cockpit first): W&B drops rows that arrive while a run is finishing.
         """
+        self._do(self._log_pending, "flush")
         return self._sender.flush(timeout) if self._sender is not None else True
 
     def close(self) -> None:
@@ -222,10 +225,14 @@ class WandbSink:
         if new:
             self._names.update(new)
             run.config.update({QUANTITIES_CONFIG_KEY: dict(self._names)}, allow_val_change=True)
+        # One row per step: a step's two-step records (Alpha, UpdateSize) come with the next batch,
+        # so the row of the latest step waits for it; the older ones are complete and logged now.
         for step, records in group_by_step(batch):
-            row = step_row(records, **self._options)
-            row[STEP_KEY] = step
-            run.log(row)
+            self._pending.setdefault(step, []).extend(records)
+        latest = max(self._pending)
+        for step in sorted(self._pending):
+            if step != latest:
+                self._log_step(step, self._pending.pop(step))
         self._tracked += 1
         pictures = ((self._charts_every, self._log_charts, "charts"), (self._view_every, self._log_view, "view"))
         for every, log, what in pictures:
@@ -234,6 +241,16 @@ class WandbSink:
                     log()
                 except Exception as err:  # noqa: BLE001
                     self._warn(f"wandb-{what}", f"cockpit-log: logging the {what} to W&B failed: {err}")
+
+    def _log_step(self, step: int, records: list[Record]) -> None:
+        row = step_row(records, **self._options)
+        row[STEP_KEY] = step
+        self.run.log(row)
+
+    def _log_pending(self) -> None:
+        while self._pending:
+            step = min(self._pending)
+            self._log_step(step, self._pending.pop(step))
 
     def _log_charts(self) -> None:
         row = chart_row(self._tally, self._chart_entity)
@@ -249,6 +266,7 @@ class WandbSink:
             self.run.log({f"{IMAGE_PREFIX}/view": image_from(picture), STEP_KEY: max(self._tally.last_step, 0)})
 
     def _finalize(self) -> None:
+        self._log_pending()
         self._log_charts()
         self._log_view()
         summary = {f"{PREFIX}_{k}": v for k, v in self._tally.summary().items()}
