@@ -121,12 +121,16 @@ class BackgroundSender:
                 "(replay them later, see the README's W&B section).",
             )
 
-    def call(self, fn: Callable[[], None], what: str) -> None:
-        """Run ``fn`` on the worker thread, after every batch enqueued before; errors are warned."""
+    def call(self, fn: Callable[[], None], what: str, timeout: float = 0.0) -> None:
+        """Run ``fn`` on the worker thread, after every batch enqueued before.
+
+        Waits up to ``timeout`` seconds for room in the queue (0: not at all; the call is then
+        skipped with a warning). An exception in ``fn`` counts as a tracker failure.
+        """
         if self._closed:
             return
         try:
-            self._queue.put_nowait(("call", fn, what))
+            self._queue.put(("call", fn, what), block=timeout > 0, timeout=timeout if timeout > 0 else None)
         except queue.Full:
             self._warn(f"wandb-call-full-{what}", f"cockpit-log: W&B sink queue full, skipped {what}")
 

@@ -186,9 +186,11 @@ class WandbSink:
         if self._closed:
             return
         self._closed = True
-        self._do(self._finalize, "final charts and summary")
         if self._sender is not None:
+            self._sender.call(self._finalize, "final charts and summary", timeout=self._close_timeout)
             self._sender.close(self._close_timeout)
+        elif self.run is not None:
+            self._finalize()
         if self.owns_run and self.run is not None:
             try:
                 self.run.finish()
