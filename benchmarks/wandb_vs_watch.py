@@ -10,7 +10,9 @@ the plain loop that logs its loss with ``run.log`` (baseline); the same with
 sink; the cockpit with a sink that discards records (the instruments alone). A block of the W&B
 sink ends with ``sink.flush()``, so its time includes all of the background logging (an upper
 bound: in training that work overlaps the next steps). Per-step cost: median over blocks of the
-block's wall time per step. Bytes: everything each run wrote (transaction log and media files)
+block's wall time per step, and of its CPU time (training thread, plus the sink's worker thread for
+the W&B sink; less sensitive to the load of other processes; W&B's own threads and service process
+are not counted in either). Bytes: everything each run wrote (transaction log and media files)
 once W&B has finished writing it. Only ratios measured in the same run mean much.
 """
 
@@ -81,16 +83,28 @@ class Setup:
             from cockpit_log.backends.wandb_sink import WandbSink
 
             self.sink = WandbSink(run=self.run)
+            deliver = self.sink._sender._deliver  # count the worker thread's CPU time too
+
+            def timed(batch: Any, deliver: Any = deliver) -> None:
+                t0 = time.thread_time()
+                try:
+                    deliver(batch)
+                finally:
+                    self.worker_cpu += time.thread_time() - t0
+
+            self.sink._sender._deliver = timed
             self.ck = cockpit_log.attach(self.model, self.loss_fn, self.opt, sink=self.sink, quantities=QUANTITIES)
         elif kind == "cockpit+null":
             self.ck = cockpit_log.attach(self.model, self.loss_fn, self.opt, sink=NullSink(), quantities=QUANTITIES)
         self.batches = digits_loader(64)
         self.per_step: list[float] = []
+        self.cpu_per_step: list[float] = []
+        self.worker_cpu = 0.0
         self.close_s = 0.0
 
     def block(self, steps: int) -> None:
         """Train ``steps`` steps; note the wall time per step (background logging included)."""
-        t0 = time.perf_counter()
+        t0, cpu0, worker0 = time.perf_counter(), time.thread_time(), self.worker_cpu
         for _ in range(steps):
             x, y = next(self.batches)
             self.opt.zero_grad()
@@ -98,9 +112,11 @@ class Setup:
             loss.backward()
             self.opt.step()
             self.run.log({"loss": loss.item()})
+        cpu = time.thread_time() - cpu0
         if self.sink is not None:
             self.sink.flush()
         self.per_step.append((time.perf_counter() - t0) / steps)
+        self.cpu_per_step.append((cpu + self.worker_cpu - worker0) / steps)
 
     def close(self) -> Path:
         """Close the cockpit and finish the run; returns the run directory."""
@@ -129,20 +145,20 @@ def main() -> None:
         dirs = [setup.close() for setup in setups]
         nbytes = {setup.kind: run_bytes(d) for setup, d in zip(setups, dirs)}
     ms = {setup.kind: 1e3 * statistics.median(setup.per_step[1:]) for setup in setups}  # first block: warm-up
-    base = ms["plain"]
+    cpu = {setup.kind: 1e3 * statistics.median(setup.cpu_per_step[1:]) for setup in setups}
     print(f"{args.steps} steps of the digits CNN (batch 64), offline W&B, interleaved blocks of {args.block} steps\n")
-    print("| configuration | ms/step | x plain loop | bytes logged | close s |")
-    print("|---|---|---|---|---|")
+    print("| configuration | wall ms/step | x plain loop | CPU ms/step | bytes logged | close s |")
+    print("|---|---|---|---|---|---|")
     for setup in setups:
         k = setup.kind
-        print(f"| {k} | {ms[k]:.2f} | {ms[k] / base:.2f} | {nbytes[k]:,} | {setup.close_s:.2f} |")
-    ours, watch = ms["cockpit+wandb"], ms["watch"]
+        print(f"| {k} | {ms[k]:.2f} | {ms[k] / ms['plain']:.2f} | {cpu[k]:.2f} | {nbytes[k]:,} | {setup.close_s:.2f} |")
     print()
-    print(f"per-step cost, cockpit+W&B sink / wandb.watch: {ours / watch:.2f}")
-    print(
-        f"per-step overhead over the plain loop, cockpit+W&B sink / wandb.watch: {(ours - base) / (watch - base):.2f}"
-    )
-    print(f"the W&B sink's share (cockpit+W&B sink minus cockpit alone): {ours - ms['cockpit+null']:.2f} ms/step")
+    for name, t in (("wall", ms), ("CPU", cpu)):
+        ours, watch, plain = t["cockpit+wandb"], t["watch"], t["plain"]
+        print(f"{name}: per-step cost, cockpit+W&B sink / wandb.watch: {ours / watch:.2f}")
+        over = (ours - plain) / (watch - plain)
+        print(f"{name}: overhead over the plain loop, cockpit+W&B sink / wandb.watch: {over:.2f}")
+        print(f"{name}: the W&B sink's share (minus the cockpit alone): {ours - t['cockpit+null']:.2f} ms/step")
     extra = (nbytes["cockpit+wandb"] - nbytes["plain"]) / (nbytes["watch"] - nbytes["plain"])
     print(f"bytes logged beyond the plain loop's, cockpit+W&B sink / wandb.watch: {extra:.2f}")
 
