@@ -195,7 +195,8 @@ def small_model():
 
 
 def test_training_into_the_users_run(offline, capsys):
-    run = wandb.init(project="p", config={"lr": 0.5}, settings=wandb.Settings(**SETTINGS))
+    settings = wandb.Settings(**SETTINGS, x_transaction_log_flush_interval=0.1)  # readable while running
+    run = wandb.init(project="p", config={"lr": 0.5}, settings=settings)
     model, loss_fn, opt = small_model()
     ck = cockpit_log.attach(
         model,
@@ -205,9 +206,25 @@ def test_training_into_the_users_run(offline, capsys):
         quantities=QUANTITIES,
         sink_options={"wandb": {"chart_entity": "my-team", "charts_every": 5}},
     )
+    sink = next(g.sink for g in ck.sinks if isinstance(g.sink, WandbSink))
+    live = []
+
+    def between(i):
+        wandb.log({"acc": i / 10})
+        if i == 5:  # read the running run: the rows of steps 0-5 reach the file within the flush interval
+            assert sink.flush(30)
+            deadline = time.monotonic() + 10
+            while time.monotonic() < deadline and {r.step for r in live} != set(range(6)):
+                with warnings.catch_warnings(record=True) as caught:
+                    warnings.simplefilter("always")
+                    live[:] = read_wandb(Path(run.dir).parent)
+                time.sleep(0.1)
+            assert any("has not finished" in str(w.message) for w in caught)
+
     steps = 12
-    train(model, loss_fn, opt, steps, between=lambda i: wandb.log({"acc": i / 10}))
+    train(model, loss_fn, opt, steps, between=between)
     ck.close()
+    assert {r.step for r in live} == set(range(6))
     assert wandb.run is run and not run._is_finished  # the sink does not finish the user's run
     run.log({"after": 1.0})
     run.finish()
