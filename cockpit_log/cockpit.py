@@ -122,6 +122,13 @@ class Cockpit:
         self.run_dir = local.run_dir if local is not None else None
         if local is not None:
             local.write_meta(self._meta())
+        # Sinks that record the run's settings (e.g. W&B's run config) get the same dict as meta.json.
+        for guarded in self.sinks:
+            if hasattr(guarded.sink, "set_run_info"):
+                try:
+                    guarded.sink.set_run_info(self._meta())
+                except Exception as err:  # noqa: BLE001 - a sink must never stop training
+                    self._warn(f"sink-info-{id(guarded)}", f"cockpit-log: {guarded.name}.set_run_info failed: {err}")
 
         self._initial = {n: p.detach().clone() for n, p in self._params.items()} if self._has("Distance") else None
         self._stats: StepStatistics | None = None
