@@ -25,7 +25,7 @@ from train_cnn_digits import digits_loader, small_cnn  # noqa: E402
 
 import cockpit_log  # noqa: E402
 
-QUANTITIES = "economy"  # becomes "full" once the curvature instruments land
+QUANTITIES = "full"
 
 
 def main() -> None:

@@ -31,7 +31,7 @@ from cockpit_log.backends._wandb_charts import ALPHA_SPEC, GAUGE_SPEC, SPECS, lo
 from cockpit_log.backends._wandb_read import iter_log, load_run_log  # noqa: E402
 from cockpit_log.backends.wandb_sink import WandbSink, read_wandb, replay_wandb  # noqa: E402
 
-QUANTITIES = "economy"  # becomes "full" once the curvature issue lands
+QUANTITIES = "full"
 SETTINGS = {"x_disable_stats": True, "x_disable_machine_info": True, "console": "off"}
 
 
@@ -229,7 +229,7 @@ def test_training_into_the_users_run(offline, capsys):
     run.log({"after": 1.0})
     run.finish()
     mem = ck.records
-    assert {r.quantity for r in mem} == set(cockpit_log.PRESETS["economy"])
+    assert {r.quantity for r in mem} == set(cockpit_log.PRESETS[QUANTITIES])
 
     log = load_run_log(run_dir(run))
     # every scalar record (and per-parameter value) is in the history at its step with its value
@@ -245,6 +245,9 @@ def test_training_into_the_users_run(offline, capsys):
             for p, v in r.per_param.items():
                 assert cells[(r.step, metric_key(r.quantity, p))] == v
     assert dicts(read_wandb(run_dir(run))) == dicts(mem)
+    # the cockpit view (default) is logged once, at close, as an image
+    views = [row["cockpit_images/view"] for row in log.history if "cockpit_images/view" in row]
+    assert len(views) == 1 and views[0]["width"] > 1000
     from cockpit_log.backends.wandb_cli import main
 
     assert main(["read", str(run_dir(run))]) == 0
@@ -279,7 +282,9 @@ def test_training_into_the_users_run(offline, capsys):
     assert log.summary["cockpit_loss_last"] == expected["loss_last"]
     cfg = log.config["cockpit"]
     assert cfg["num_params"] == sum(p.numel() for p in model.parameters())
-    assert cfg["params"] == [n for n, _ in model.named_parameters()] and len(cfg["quantities"]) == 10
+    assert cfg["params"] == [n for n, _ in model.named_parameters()] and len(cfg["quantities"]) == len(
+        cockpit_log.PRESETS[QUANTITIES]
+    )
     assert log.config["lr"] == 0.5
 
 
@@ -382,5 +387,5 @@ def test_example_script_prints_the_sync_command(offline, tmp_path):
     m = re.search(r"wandb sync (\S+)", out.stdout)
     assert m, out.stdout
     records = read_wandb(finished(Path(m.group(1))))
-    assert {r.quantity for r in records} == set(cockpit_log.PRESETS["economy"]) and max(r.step for r in records) == 7
+    assert {r.quantity for r in records} == set(cockpit_log.PRESETS[QUANTITIES]) and max(r.step for r in records) == 7
     shutil.rmtree(tmp_path / "ex")

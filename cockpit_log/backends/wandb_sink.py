@@ -30,6 +30,7 @@ import wandb
 from ..errors import WarnOnce
 from ..naming import PREFIX, quantity_key
 from ..records import Record
+from ..view.memory import ViewMemory
 from ._wandb_charts import CHART_PREFIX, Tally, chart_row
 from ._wandb_convert import INFO_PREFIX, META_PREFIX, STEP_KEY, TABLE_PREFIX, group_by_step, image_from, step_row
 from ._wandb_queue import BackgroundSender, Spool, replay_spool
@@ -60,10 +61,12 @@ class WandbSink:
         charts_every: log the custom charts every this many tracked steps (0: only at close).
         chart_entity: entity holding the chart presets (``cockpit-log-wandb charts``); default:
             the run's entity. Without one, the chart tables and built-in charts are still logged.
-        view: **hook for the cockpit view image** (not built yet): a callable that takes every
-            record so far and returns a matplotlib ``Figure`` or PNG bytes; logged as
-            ``cockpit_images/view`` every ``view_every`` tracked steps (0: only at close).
-            With a view, the sink keeps every record in host memory. Default: none.
+        view: the cockpit view image: ``True`` (default) draws :func:`cockpit_log.view.cockpit_view`;
+            a callable taking the records kept so far and returning a matplotlib ``Figure`` or PNG
+            bytes draws something else; ``None``/``False`` draws nothing. Logged as
+            ``cockpit_images/view`` every ``view_every`` tracked steps (0: only at close). The sink
+            keeps every scalar record and the latest histogram of each quantity for it
+            (:class:`cockpit_log.view.memory.ViewMemory`).
         view_every: see ``view``.
         spool: the spool file for undelivered records; default ``cockpit-spool.jsonl`` in the
             W&B run's directory (next to its ``run-<id>.wandb``).
@@ -88,7 +91,7 @@ class WandbSink:
         hist2d_tables: bool = True,
         charts_every: int = 100,
         chart_entity: str | None = None,
-        view: ViewHook | None = None,
+        view: ViewHook | bool | None = True,
         view_every: int = 0,
         spool: str | os.PathLike[str] | None = None,
         queue_size: int = 1000,
@@ -102,10 +105,15 @@ class WandbSink:
             "hist2d_tables": hist2d_tables,
         }
         self._charts_every = int(charts_every)
-        self._view, self._view_every = view, int(view_every)
+        if view is True:
+            from ..view.layout import cockpit_view
+
+            view = cockpit_view
+        self._view: ViewHook | None = view or None
+        self._view_every = int(view_every)
         self._close_timeout = close_timeout
         self._tally = Tally()
-        self._kept: list[Record] = []
+        self._kept = ViewMemory()
         self._names: dict[str, str] = {}
         self._pending: dict[int, list[Record]] = {}
         self._tracked = 0
@@ -155,7 +163,7 @@ class WandbSink:
         batch = list(records)
         self._tally.observe(batch)
         if self._view is not None:
-            self._kept.extend(batch)
+            self._kept.add(batch)
         if self._sender is not None:
             self._sender.put(batch)
         else:
@@ -170,7 +178,7 @@ class WandbSink:
         """Count ``records`` (already in the run) into the summary and charts without logging them."""
         self._tally.observe(records)
         if self._view is not None:
-            self._kept.extend(records)
+            self._kept.add(records)
 
     def flush(self, timeout: float = 60.0) -> bool:
         """Wait until every record written so far was handed to W&B; returns whether it was in time.
@@ -263,7 +271,10 @@ class WandbSink:
     def _log_view(self) -> None:
         if self._view is None:
             return
-        picture = self._view(list(self._kept))
+        records = self._kept.records()
+        if not records:
+            return
+        picture = self._view(records)
         if picture is not None:
             self.run.log({f"{IMAGE_PREFIX}/view": image_from(picture), STEP_KEY: max(self._tally.last_step, 0)})
 
