@@ -218,6 +218,8 @@ class WorkerProcess:
 def main() -> None:
     """Worker loop (runs in the child process)."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl+C is for the training process; it closes us
+    with contextlib.suppress(AttributeError, OSError):
+        os.nice(10)  # training first: the worker takes the CPU the training process leaves
     proto_in = os.fdopen(os.dup(0), "rb")
     proto_out = os.fdopen(os.dup(1), "wb")
     devnull = os.open(os.devnull, os.O_RDONLY)
