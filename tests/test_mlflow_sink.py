@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import math
 import socket
+import subprocess
+import sys
+import textwrap
 import time
 import warnings
 from pathlib import Path
@@ -107,6 +110,45 @@ def png_shape(data: bytes, tmp: Path) -> tuple[int, ...]:
     return matplotlib.image.imread(path).shape
 
 
+def check_training_run(
+    client: MlflowClient, run_id: str, train: Training, image_steps: tuple[int, ...], tmp: Path
+) -> None:
+    """Metrics, read-back, params, summary, pictures (only at ``image_steps``) and raw counts of a training run."""
+    records = train.ck.records
+    run = client.get_run(run_id)
+    assert_histories_equal(client, run_id, records)
+    assert as_json(read_mlflow(run_id, tracking_uri=client.tracking_uri)) == as_json(records)
+
+    params = run.data.params
+    assert params["cockpit/batch_size"] == "32" and params["cockpit/optimizer"] == "SGD"
+    assert float(params["cockpit/lr"]) == train.opt.param_groups[0]["lr"]
+    assert int(params["cockpit/num_params"]) == sum(p.numel() for p in train.model.parameters())
+    assert "Alpha" in params["cockpit/quantities"] and params["cockpit/schedule"].startswith("every(1")
+    summary = {summary_key(k): v for k, v in run_summary(records).items() if math.isfinite(v)}
+    assert {k: v for k, v in run.data.metrics.items() if k.startswith("cockpit/summary/")} == summary
+
+    # pictures of the histograms at image_steps only; the raw counts in the records artifact
+    files = artifact_files(client, run_id)
+    hist = {r.step: r for r in records if r.quantity == "GradHist1d"}
+    for step in image_steps:
+        for path, fig in image_figures(hist[step]).items():
+            assert path in files
+            local = mlflow.artifacts.download_artifacts(
+                run_id=run_id, artifact_path=path, dst_path=str(tmp), tracking_uri=client.tracking_uri
+            )
+            got = matplotlib.image.imread(local).shape
+            assert got == png_shape(figure_png(fig), tmp) and got[0] > 200 and got[1] > 300
+    others = set(hist) - set(image_steps)
+    assert not any(f"step-{s:07d}" in f for f in files if f.startswith(IMAGES_DIR) for s in others)
+    raw = {r.step: r for r in read_mlflow(f"runs:/{run_id}", tracking_uri=client.tracking_uri) if r.is_histogram}
+    for step, r in hist.items():
+        assert np.array_equal(raw[step].value.counts, r.value.counts)
+        assert np.array_equal(raw[step].value.edges, r.value.edges)
+        for name, h in r.per_param.items():
+            assert np.array_equal(raw[step].per_param[name].counts, h.counts)
+    assert any(f.startswith(RECORDS_DIR + "/part-") for f in files)
+
+
 # ---------------------------------------------------------------------- no server needed
 def test_summary_inputs_give_the_same_summary_as_all_records() -> None:
     rng = np.random.default_rng(3)
@@ -139,36 +181,7 @@ def test_training_run_is_in_mlflow_and_queryable(mlflow_server: MlflowServer, tm
 
     run = client.get_run(run_id)
     assert run.info.status == "FINISHED" and run.info.run_name == "digits"  # the sink started it, so it ended it
-    assert_histories_equal(client, run_id, records)
-    assert as_json(read_mlflow(run_id, tracking_uri=mlflow_server.url)) == as_json(records)
-
-    params = run.data.params
-    assert params["cockpit/batch_size"] == "32" and params["cockpit/optimizer"] == "SGD"
-    assert float(params["cockpit/lr"]) == 0.1
-    assert int(params["cockpit/num_params"]) == sum(p.numel() for p in train.model.parameters())
-    assert "Alpha" in params["cockpit/quantities"] and params["cockpit/schedule"].startswith("every(1")
-    summary = {summary_key(k): v for k, v in run_summary(records).items() if math.isfinite(v)}
-    assert {k: v for k, v in run.data.metrics.items() if k.startswith("cockpit/summary/")} == summary
-
-    # pictures of the histograms at steps 0, 4 (image_every=4) and 5 (the last); the raw counts in the records
-    files = artifact_files(client, run_id)
-    hist = {r.step: r for r in records if r.quantity == "GradHist1d"}
-    for step in (0, 4, 5):
-        for path, fig in image_figures(hist[step]).items():
-            assert path in files
-            local = mlflow.artifacts.download_artifacts(
-                run_id=run_id, artifact_path=path, dst_path=str(tmp_path), tracking_uri=mlflow_server.url
-            )
-            got = matplotlib.image.imread(local).shape
-            assert got == png_shape(figure_png(fig), tmp_path) and got[0] > 200 and got[1] > 300
-    assert not any(f"step-{s:07d}" in f for f in files if f.startswith(IMAGES_DIR) for s in (1, 2, 3))
-    raw = {r.step: r for r in read_mlflow(f"runs:/{run_id}", tracking_uri=mlflow_server.url) if r.is_histogram}
-    for step, r in hist.items():
-        assert np.array_equal(raw[step].value.counts, r.value.counts)
-        assert np.array_equal(raw[step].value.edges, r.value.edges)
-        for name, h in r.per_param.items():
-            assert np.array_equal(raw[step].per_param[name].counts, h.counts)
-    assert any(f.startswith(RECORDS_DIR + "/part-") for f in files)
+    check_training_run(client, run_id, train, image_steps=(0, 4, 5), tmp=tmp_path)
 
     # a control run with every record type (Histogram2d, info, NaN with a reason), written directly
     median = run_summary(records)["alpha_median"]
@@ -273,6 +286,28 @@ def test_hung_tracker_bounded_memory_spool_and_replay(mlflow_server: MlflowServe
     assert_histories_equal(client, run_id, records)  # replaying twice adds nothing
 
 
+def test_script_that_never_closes_still_delivers(mlflow_server: MlflowServer) -> None:
+    script = textwrap.dedent(
+        f"""
+        from cockpit_log.backends.mlflow_sink import MLflowSink
+        from cockpit_log.records import Record
+        sink = MLflowSink(tracking_uri={mlflow_server.url!r}, experiment="cockpit-at-exit", linger_s=600)
+        for t in range(5):
+            sink.write([Record(t, "Loss", 1.0 / (t + 1))])
+        print(sink.sink_id)
+        """
+    )  # no close(), and a linger longer than the script: only the exit hook can send the records
+    root = Path(__file__).resolve().parents[1]
+    out = subprocess.run(
+        [sys.executable, "-c", script], cwd=root, capture_output=True, text=True, timeout=120, check=True
+    )
+    client = MlflowClient(mlflow_server.url)
+    experiment = client.get_experiment_by_name("cockpit-at-exit")
+    (run,) = client.search_runs([experiment.experiment_id], f"tags.cockpit_log_sink_id = '{out.stdout.strip()}'")
+    assert_histories_equal(client, run.info.run_id, [Record(t, "Loss", 1.0 / (t + 1)) for t in range(5)])
+    assert run.info.status == "FINISHED"
+
+
 # ---------------------------------------------------------------------- embedded default (no server)
 def test_embedded_default_and_active_run(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.chdir(tmp_path)
@@ -283,13 +318,13 @@ def test_embedded_default_and_active_run(tmp_path: Path, monkeypatch: pytest.Mon
     uri = mlflow.get_tracking_uri()
     assert uri.startswith("sqlite:") and str(tmp_path) in uri  # MLflow's local default: a sqlite file here
 
-    train = Training(["memory", "mlflow"], seed=3, sink_options={"mlflow": {"image_every": 0}})
+    train = Training(["memory", "mlflow"], seed=3)  # default options: pictures at step 0 and of the last step
     train.steps(4)
     train.ck.close()
     sink = next(g.sink for g in train.ck.sinks if isinstance(g.sink, MLflowSink))
     assert sink.tracking_uri == uri and sink.started_run
     client = MlflowClient(uri)
-    assert_histories_equal(client, sink.run_id, train.ck.records)
+    check_training_run(client, sink.run_id, train, image_steps=(0, 3), tmp=tmp_path)
     assert as_json(cockpit_log.read(f"mlflow:{sink.run_id}")) == as_json(train.ck.records)
     assert client.get_run(sink.run_id).info.status == "FINISHED"
 
@@ -302,3 +337,6 @@ def test_embedded_default_and_active_run(tmp_path: Path, monkeypatch: pytest.Mon
         assert client.get_run(run.info.run_id).info.status == "RUNNING"
     assert_histories_equal(client, run.info.run_id, inner.ck.records)
     assert client.get_run(run.info.run_id).data.params["user_param"] == "1"
+    found = mlflow.search_runs(filter_string="metrics.`cockpit/summary/steps` = 4", search_all_experiments=True)
+    assert list(found["run_id"]) == [sink.run_id]  # the 4-step run, not the 2-step one
+    mlflow.set_tracking_uri(None)

@@ -32,6 +32,7 @@
 
 from __future__ import annotations
 
+import atexit
 import base64
 import contextlib
 import getpass
@@ -45,10 +46,13 @@ import threading
 import time
 import uuid
 import warnings
+import weakref
 from array import array
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
+
+import mlflow  # the extra 'mlflow' must be installed (the sink registry says so when it is not)
 
 from ..errors import CockpitWarning
 from ..records import Histogram1d, Histogram2d, Record, record_from_dict
@@ -177,8 +181,6 @@ class MLflowSink:
         spool_dir: str | os.PathLike[str] | None = None,
         view_png: Callable[[], bytes] | None = None,
     ) -> None:
-        import mlflow
-
         self.tracking_uri = tracking_uri or mlflow.get_tracking_uri()
         if run_id is None and (tracking_uri is None or tracking_uri == mlflow.get_tracking_uri()):
             active = mlflow.active_run()
@@ -217,6 +219,7 @@ class MLflowSink:
             self._worker.start()  # imports MLflow in the background while training starts
         except OSError as err:  # retried with the first batch
             self._sender.last_error = err
+        _OPEN.add(self)
 
     # ------------------------------------------------------------------ sink protocol
     def write(self, records: Sequence[Record]) -> None:
@@ -280,6 +283,7 @@ class MLflowSink:
         if self._closed:
             return
         self._closed = True
+        _OPEN.discard(self)
         ts = _now_ms()
         items: list[Item] = []
         with self._lock:
@@ -381,6 +385,19 @@ class MLflowSink:
         return path
 
 
+_OPEN: weakref.WeakSet[MLflowSink] = weakref.WeakSet()
+
+
+@atexit.register
+def _close_open_sinks() -> None:
+    """A script that ends without ``ck.close()`` still delivers (or spools) what its MLflow sinks hold."""
+    for sink in list(_OPEN):
+        try:
+            sink.close()
+        except Exception as err:  # noqa: BLE001 - exiting anyway
+            warnings.warn(f"cockpit-log: closing the MLflow sink at exit failed: {err}", CockpitWarning, stacklevel=1)
+
+
 def _now_ms() -> int:
     return int(time.time() * 1000)
 
@@ -416,7 +433,6 @@ def read_mlflow(ref: str, tracking_uri: str | None = None) -> list[Record]:
     Raises:
         FileNotFoundError: the run has no cockpit records.
     """
-    import mlflow
     from mlflow import MlflowClient
 
     run_id = _run_id_from_ref(ref)
