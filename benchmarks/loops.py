@@ -63,8 +63,8 @@ def baseline_loop(problem: str, batch: int) -> Loop:
     return Loop(step, lambda: None)
 
 
-def ours_loop(problem: str, batch: int, config: str, interval: int) -> Loop:
-    """The plain loop with ``cockpit_log.attach`` (records discarded)."""
+def ours_loop(problem: str, batch: int, config: str | list[str], interval: int) -> Loop:
+    """The plain loop with ``cockpit_log.attach`` (records discarded); ``config``: preset or quantity names."""
     import cockpit_log
 
     model, loss_fn = make_model(problem), nn.CrossEntropyLoss()
