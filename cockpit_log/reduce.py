@@ -30,12 +30,14 @@ from torch import Tensor, nn
 from torch.func import functional_call
 
 from . import binning
-from .per_sample import internal_call, layer_per_sample_grads
+from .per_sample import conv_batch_grads, internal_call, layer_per_sample_grads, plain_conv
 
 __all__ = ["BLOCK_ELEMENTS", "LayerRequest", "ParamResult", "reduce_layer"]
 
 #: per-sample gradient elements formed at once (a block of samples of one layer)
 BLOCK_ELEMENTS = 1 << 22
+#: elements binned at once: small enough for the passes of the binning to stay in cache
+BIN_ELEMENTS = 1 << 18
 
 
 @dataclass(frozen=True)
@@ -92,6 +94,10 @@ class _ElementPass:
 
     def add(self, g: Tensor, hist: bool = True) -> None:
         """One block ``g`` ``[b, D]`` of scaled per-sample gradients; ``hist=False`` skips the 1-D histogram."""
+        for blk in _blocks(g.shape[0], g.shape[1], BIN_ELEMENTS):
+            self._add(g[blk], hist)
+
+    def _add(self, g: Tensor, hist: bool) -> None:
         req = self.req
         if self.centered is not None:
             c = g - self.gb
@@ -129,8 +135,8 @@ class _ElementPass:
             out.hist2d_extra = torch.cat([self.x_clip * batch, extra])
 
 
-def _blocks(batch: int, per_sample: int) -> Iterator[slice]:
-    step = max(1, BLOCK_ELEMENTS // max(per_sample, 1))
+def _blocks(batch: int, per_sample: int, elements: int = BLOCK_ELEMENTS) -> Iterator[slice]:
+    step = max(1, elements // max(per_sample, 1))
     for start in range(0, batch, step):
         yield slice(start, min(batch, start + step))
 
@@ -159,7 +165,7 @@ def _linear(module: nn.Linear, a: Tensor, d: Tensor, names: list[str], req: Laye
                 if quick is not None:
                     acc.add_categories(*quick)
             if req.centered or req.hist2d_y is not None or (req.hist is not None and quick is None):
-                for blk in _blocks(batch, d.shape[1] * a.shape[1]):
+                for blk in _blocks(batch, d.shape[1] * a.shape[1], BIN_ELEMENTS):
                     g = (d[blk].unsqueeze(2) * a[blk].unsqueeze(1)).reshape(blk.stop - blk.start, -1)
                     acc.add(g, hist=quick is None)
                     del g
@@ -183,6 +189,8 @@ def _linear(module: nn.Linear, a: Tensor, d: Tensor, names: list[str], req: Laye
 
 def _batch_grads(module: nn.Module, inputs: tuple[Tensor, ...], delta: Tensor, names: list[str]) -> dict[str, Tensor]:
     """``sum_n J_n^T delta_n`` for the layer's parameters ``names``: one backward pass of the layer alone."""
+    if plain_conv(module, inputs):
+        return conv_batch_grads(module, inputs[0], delta, names)
     own = dict(module.named_parameters(recurse=False))
     params = {n: own[n].detach().requires_grad_() for n in names}
     rest = {n: p.detach() for n, p in own.items() if n not in names}
