@@ -98,7 +98,11 @@ def _mlflow_run(out_dir: Path, tracking_uri: str | None) -> TrackerRun:
     if experiment is not None:
         experiment_id = experiment.experiment_id
     else:
-        artifacts = (out_dir / "mlartifacts").resolve().as_uri() if embedded else None
+        artifacts = None
+        if embedded:
+            artifacts = (out_dir / "mlartifacts").resolve().as_uri()
+        elif uri.startswith("sqlite:///"):  # beside the database, not in ./mlruns of whatever the cwd is
+            artifacts = (Path(uri.removeprefix("sqlite:///")).resolve().parent / "mlartifacts").as_uri()
         experiment_id = mlflow.create_experiment(DEMO_EXPERIMENT, artifact_location=artifacts)
     run = mlflow.start_run(experiment_id=experiment_id, run_name=f"digits-cnn-{time.strftime('%Y%m%d-%H%M%S')}")
     run_id = run.info.run_id
