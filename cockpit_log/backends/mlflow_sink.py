@@ -162,6 +162,7 @@ class MLflowSink:
     Attributes:
         run_id: the MLflow run (known once the first batch arrived, or at once for an active run).
         spool_path: the spool file written at close, if anything was left undelivered.
+        undelivered: the items left undelivered at close (also in the spool file).
         close_seconds: how long :meth:`close` took to deliver the backlog (the end-of-run flush).
     """
 
@@ -193,6 +194,7 @@ class MLflowSink:
         self.spool_dir = Path(spool_dir).resolve() if spool_dir is not None else _default_spool_dir()
         self.spool_path: Path | None = None
         self.close_seconds: float | None = None
+        self.undelivered: list[Item] = []
         self.sink_id = uuid.uuid4().hex
         self._seq = itertools.count()
         self._summary = _SummaryInputs()
@@ -312,9 +314,19 @@ class MLflowSink:
             self._worker.kill()  # a call may still be under way
         self._worker.close()
         self._spill.close(delete=True)
+        self.undelivered = left
         if left:
-            self.spool_path = self._write_spool(left)
             error = self._sender.last_error
+            try:
+                self.spool_path = self._write_spool(left)
+            except OSError as err:
+                warnings.warn(
+                    f"cockpit-log: MLflow did not take {len(left)} item(s) ({error}) and the spool file could not be "
+                    f"written ({err}); they are kept in sink.undelivered",
+                    CockpitWarning,
+                    stacklevel=2,
+                )
+                return
             warnings.warn(
                 f"cockpit-log: MLflow did not take {len(left)} item(s) of run {self.run_id or '(not created)'} "
                 f"at {self.tracking_uri} ({type(error).__name__ if error else 'timeout'}: {error}); they are in "

@@ -203,6 +203,7 @@ class BoundedSender(Generic[T]):
         if not items:
             return
         with self._cv:
+            was_empty = self._available_locked() == 0
             self.stats.put += len(items)
             overflow: list[T] = []
             for item in items:
@@ -228,7 +229,8 @@ class BoundedSender(Generic[T]):
             self.stats.max_memory_bytes = max(self.stats.max_memory_bytes, self._memory_bytes)
             if self._first_arrival is None:
                 self._first_arrival = time.monotonic()
-            self._cv.notify_all()
+            if was_empty or self._available_locked() >= self._max_batch:
+                self._cv.notify_all()  # otherwise the sender is lingering and wakes by itself
 
     def flush(self, timeout: float | None = None) -> bool:
         """Deliver everything put so far, without lingering; ``True`` if all of it was delivered in time."""
