@@ -21,10 +21,17 @@ from mlflow_server import MlflowServer, mlflow_server_fixture  # noqa: F401
 from torch import nn
 
 import cockpit_log
-from cockpit_log.backends.mlflow_ops import IMAGES_DIR, RECORDS_DIR, image_figures, record_metrics, summary_key
-from cockpit_log.backends.mlflow_sink import MLflowSink, _SummaryInputs, read_mlflow, replay_spool
+from cockpit_log.backends.mlflow_ops import (
+    IMAGES_DIR,
+    RECORDS_DIR,
+    VIEW_PATH,
+    image_figures,
+    record_metrics,
+    summary_key,
+)
+from cockpit_log.backends.mlflow_sink import MLflowSink, _run_id_from_ref, _SummaryInputs, read_mlflow, replay_spool
 from cockpit_log.records import Histogram1d, Histogram2d, Record, record_to_json
-from cockpit_log.render import figure_png
+from cockpit_log.render import figure_png, histogram1d_figure
 from cockpit_log.summary import run_summary
 from examples.train_cnn_digits import digits_loader, small_cnn
 
@@ -130,14 +137,15 @@ def check_training_run(
     # pictures of the histograms at image_steps only; the raw counts in the records artifact
     files = artifact_files(client, run_id)
     hist = {r.step: r for r in records if r.quantity == "GradHist1d"}
+    expected = [png_shape(figure_png(fig), tmp) for fig in image_figures(hist[image_steps[0]]).values()]
     for step in image_steps:
-        for path, fig in image_figures(hist[step]).items():
+        for path, shape in zip(image_figures(hist[step]), expected):
             assert path in files
             local = mlflow.artifacts.download_artifacts(
                 run_id=run_id, artifact_path=path, dst_path=str(tmp), tracking_uri=client.tracking_uri
             )
-            got = matplotlib.image.imread(local).shape
-            assert got == png_shape(figure_png(fig), tmp) and got[0] > 200 and got[1] > 300
+            got = matplotlib.image.imread(local).shape  # the same picture as drawn here: it opens, same size
+            assert got == shape and got[0] > 200 and got[1] > 300
     others = set(hist) - set(image_steps)
     assert not any(f"step-{s:07d}" in f for f in files if f.startswith(IMAGES_DIR) for s in others)
     raw = {r.step: r for r in read_mlflow(f"runs:/{run_id}", tracking_uri=client.tracking_uri) if r.is_histogram}
@@ -165,6 +173,14 @@ def test_summary_inputs_give_the_same_summary_as_all_records() -> None:
     assert run_summary(kept.records()) == run_summary(records)
 
 
+def test_run_references() -> None:
+    assert _run_id_from_ref("abc123") == "abc123"
+    assert _run_id_from_ref("runs:/abc123") == _run_id_from_ref("runs:/abc123/model") == "abc123"
+    assert _run_id_from_ref("mlflow:abc123") == "abc123"
+    with pytest.raises(ValueError):
+        _run_id_from_ref("runs:/")
+
+
 # ---------------------------------------------------------------------- against the server
 def test_training_run_is_in_mlflow_and_queryable(mlflow_server: MlflowServer, tmp_path: Path) -> None:
     client = MlflowClient(mlflow_server.url)
@@ -173,7 +189,7 @@ def test_training_run_is_in_mlflow_and_queryable(mlflow_server: MlflowServer, tm
         tracking_uri=mlflow_server.url, experiment=experiment, run_name="digits", image_every=4, linger_s=0.2
     )
     train = Training(["memory", sink])
-    train.steps(6)
+    train.steps(5)
     train.ck.close()
     records = train.ck.records
     run_id = sink.run_id
@@ -181,12 +197,15 @@ def test_training_run_is_in_mlflow_and_queryable(mlflow_server: MlflowServer, tm
 
     run = client.get_run(run_id)
     assert run.info.status == "FINISHED" and run.info.run_name == "digits"  # the sink started it, so it ended it
-    check_training_run(client, run_id, train, image_steps=(0, 4, 5), tmp=tmp_path)
+    check_training_run(client, run_id, train, image_steps=(0, 4), tmp=tmp_path)  # every 4; 4 is the last
 
     # a control run with every record type (Histogram2d, info, NaN with a reason), written directly
     median = run_summary(records)["alpha_median"]
     control_records = hand_made_records(alpha=median - 1.0, steps=3)
-    control = MLflowSink(tracking_uri=mlflow_server.url, experiment=experiment, image_every=2, linger_s=0.1)
+    view = figure_png(histogram1d_figure(control_records[4].value, title="stand-in for the cockpit view"))
+    control = MLflowSink(
+        tracking_uri=mlflow_server.url, experiment=experiment, image_every=2, linger_s=0.1, view_png=lambda: view
+    )
     for t in range(3):
         control.write([r for r in control_records if r.step == t])
     control.close()
@@ -197,6 +216,10 @@ def test_training_run_is_in_mlflow_and_queryable(mlflow_server: MlflowServer, tm
         assert f"{IMAGES_DIR}/grad_hist_2d/step-{step:07d}.png" in control_files
         assert f"{IMAGES_DIR}/grad_hist_1d/step-{step:07d}-layers.png" in control_files
     assert f"{IMAGES_DIR}/grad_hist_2d/step-0000001.png" not in control_files
+    view_file = mlflow.artifacts.download_artifacts(
+        run_id=control.run_id, artifact_path=VIEW_PATH, dst_path=str(tmp_path), tracking_uri=mlflow_server.url
+    )
+    assert Path(view_file).read_bytes() == view  # the hook's picture, stored at close
 
     mlflow.set_tracking_uri(mlflow_server.url)
     try:

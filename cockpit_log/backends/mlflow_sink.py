@@ -36,6 +36,7 @@ import atexit
 import base64
 import contextlib
 import getpass
+import gzip
 import itertools
 import json
 import math
@@ -456,8 +457,10 @@ def read_mlflow(ref: str, tracking_uri: str | None = None) -> list[Record]:
         local = mlflow.artifacts.download_artifacts(
             run_id=run_id, artifact_path=RECORDS_DIR, dst_path=tmp, tracking_uri=uri
         )
-        for part in sorted(Path(local).glob("*.jsonl")):
-            for line in part.read_text(encoding="utf-8").splitlines():
+        for part in sorted(Path(local).glob("part-*.jsonl*")):
+            raw = part.read_bytes()
+            text = (gzip.decompress(raw) if part.name.endswith(".gz") else raw).decode("utf-8")
+            for line in text.splitlines():
                 if line.strip():
                     d = json.loads(line)
                     by_seq.setdefault(int(d["seq"]), record_from_dict(d["record"]))
