@@ -1,10 +1,11 @@
 """What the MLflow sink sends, and how it lands in an MLflow run (shared by the sink's worker and the replay).
 
-The sink turns every record and every run-level action into an :class:`Item`, numbered in the
-order it was made (``seq``) and stamped with the wall-clock time of its step (``ts``, ms). A
+The sink turns each step's records, and every run-level action, into an :class:`Item`, numbered
+in the order it was made (``seq``) and stamped with the wall-clock time of its step (``ts``, ms). A
 :class:`MlflowWriter` applies a batch of items to one run through :class:`mlflow.MlflowClient`.
 Applying the same batch twice changes nothing (metrics have fixed timestamps and MLflow's stores
-drop exact duplicates; artifacts are overwritten under the same name; records carry their ``seq``),
+drop exact duplicates; artifacts are overwritten under the same name; records carry their item's
+``seq`` and their index ``i`` in it),
 so batches can be retried and spools replayed safely.
 
 Layout in the run (naming from :mod:`cockpit_log.naming`):
@@ -17,8 +18,8 @@ Layout in the run (naming from :mod:`cockpit_log.naming`):
 - params ``cockpit/<setting>``: the cockpit's settings (quantities, schedule, optimizer, lr,
   batch size, number of parameters, ...);
 - artifacts ``cockpit/records/part-<seq>.jsonl.gz``: every record in full (the raw counts and
-  edges of every histogram, reasons, diagnostics), one JSON object ``{"seq", "ts", "record"}`` per
-  line, gzip-compressed (histogram edges repeat every step: about 18 times smaller);
+  edges of every histogram, reasons, diagnostics), one JSON object ``{"seq", "i", "ts", "record"}``
+  per line, gzip-compressed (histogram edges repeat every step: about 18 times smaller);
   :func:`cockpit_log.backends.mlflow_sink.read_mlflow` reads them back;
 - artifacts ``cockpit/images/<quantity>/step-<step>.png`` (the histogram),
   ``.../step-<step>-layers.png`` (one histogram per parameter) for histogram records chosen by
@@ -64,8 +65,8 @@ MAX_PARAMS_PER_CALL = 100
 MAX_PARAM_LENGTH = 6000
 
 # item kinds
-RECORD = "record"  #: a record: metrics, a line of the records artifact, and images if ``image``
-IMAGE = "image"  #: images of a record already sent (the last histogram at close)
+RECORDS = "records"  #: one step's records: metrics, lines of the records artifact, pictures of ``images``
+IMAGE = "image"  #: pictures of records already sent (the last histograms at close)
 START = "start"  #: find or create the run (data: experiment_name/_id, run_name, tags, sink_id)
 PARAMS = "params"  #: data: {"params": {key: value}}
 SUMMARY = "summary"  #: data: {"metrics": {key: value}, "step": int}
@@ -75,13 +76,16 @@ END = "end"  #: data: {"status": "FINISHED"}
 
 @dataclass(frozen=True)
 class Item:
-    """One unit of work for the MLflow run: a record, or a run-level action (``kind``)."""
+    """One unit of work for the MLflow run: one step's records, or a run-level action (``kind``).
+
+    ``images`` are the indices of the records to draw; ``size`` estimates the bytes held in memory.
+    """
 
     seq: int
     ts: int
     kind: str
-    record: Record | None = None
-    image: bool = False
+    records: tuple[Record, ...] = ()
+    images: tuple[int, ...] = ()
     data: Mapping[str, Any] = field(default_factory=dict)
     size: int = 256
 
@@ -99,10 +103,10 @@ def param_key(name: str) -> str:
 def item_to_json(item: Item) -> str:
     """One line of strict JSON for ``item`` (spill and spool files)."""
     out: dict[str, Any] = {"seq": item.seq, "ts": item.ts, "kind": item.kind}
-    if item.record is not None:
-        out["record"] = record_to_dict(item.record)
-    if item.image:
-        out["image"] = True
+    if item.records:
+        out["records"] = [record_to_dict(r) for r in item.records]
+    if item.images:
+        out["images"] = list(item.images)
     if item.data:
         out["data"] = item.data
     if item.size != 256:
@@ -117,8 +121,8 @@ def item_from_json(line: str) -> Item:
         seq=int(d["seq"]),
         ts=int(d["ts"]),
         kind=str(d["kind"]),
-        record=record_from_dict(d["record"]) if "record" in d else None,
-        image=bool(d.get("image", False)),
+        records=tuple(record_from_dict(r) for r in d.get("records", ())),
+        images=tuple(int(i) for i in d.get("images", ())),
         data=d.get("data", {}),
         size=int(d.get("size", 256)),
     )
@@ -198,9 +202,9 @@ class MlflowWriter:
         for item in items:
             if item.kind == PARAMS:
                 params.update({k: str(v)[:MAX_PARAM_LENGTH] for k, v in item.data["params"].items()})
-            elif item.kind == RECORD and item.record is not None:
-                r = item.record
-                metrics.extend(Metric(k, v, item.ts, r.step) for k, v in record_metrics(r))
+            elif item.kind == RECORDS:
+                for r in item.records:
+                    metrics.extend(Metric(k, v, item.ts, r.step) for k, v in record_metrics(r))
             elif item.kind == SUMMARY:
                 step = int(item.data.get("step", 0))
                 metrics.extend(Metric(k, float(v), item.ts, step) for k, v in item.data["metrics"].items())
@@ -261,21 +265,23 @@ class MlflowWriter:
             files: dict[str, bytes] = {}
             lines = [
                 json.dumps(
-                    {"seq": it.seq, "ts": it.ts, "record": record_to_dict(it.record)},
+                    {"seq": it.seq, "i": i, "ts": it.ts, "record": record_to_dict(r)},
                     allow_nan=False,
                     separators=(",", ":"),
                 )
                 for it in items
-                if it.kind == RECORD and it.record is not None
+                if it.kind == RECORDS
+                for i, r in enumerate(it.records)
             ]
             if lines:
-                first = min(it.seq for it in items if it.kind == RECORD)
+                first = min(it.seq for it in items if it.kind == RECORDS and it.records)
                 text = ("\n".join(lines) + "\n").encode("utf-8")
                 files[f"{RECORDS_DIR}/part-{first:010d}.jsonl.gz"] = gzip.compress(text, compresslevel=6, mtime=0)
             if self.render:
                 for it in items:
-                    if it.record is not None and (it.kind == IMAGE or (it.kind == RECORD and it.image)):
-                        for path, fig in image_figures(it.record).items():
+                    drawn = it.records if it.kind == IMAGE else [it.records[i] for i in it.images]
+                    for r in drawn:
+                        for path, fig in image_figures(r).items():
                             files[path] = figure_png(fig)
             for it in items:
                 if it.kind == VIEW:

@@ -62,7 +62,7 @@ from .mlflow_ops import (
     END,
     IMAGE,
     PARAMS,
-    RECORD,
+    RECORDS,
     RECORDS_DIR,
     START,
     SUMMARY,
@@ -87,16 +87,25 @@ def _default_spool_dir() -> Path:
     return (Path(os.environ.get("COCKPIT_LOG_DIR", "cockpit-runs")) / "mlflow-spool").resolve()
 
 
-def _item_size(record: Record) -> int:
-    """Rough bytes held by a record (what the memory bound counts)."""
+_HISTOGRAMS = (Histogram1d, Histogram2d)
+
+
+def _hist_bytes(v: object) -> int:
+    if isinstance(v, Histogram1d):
+        return 8 * (v.counts.size + v.edges.size) + 160
+    if isinstance(v, Histogram2d):
+        return 8 * (v.counts.size + v.x_edges.size + v.y_edges.size) + 160
+    return 96
+
+
+def _items_size(records: Sequence[Record]) -> int:
+    """Rough bytes held by records (what the memory bound counts)."""
     n = 256
-    for v in (record.value, *record.per_param.values()):
-        if isinstance(v, Histogram2d):
-            n += 8 * (v.counts.size + v.x_edges.size + v.y_edges.size) + 160
-        elif isinstance(v, Histogram1d):
-            n += 8 * (v.counts.size + v.edges.size) + 160
+    for r in records:
+        if not isinstance(r.value, _HISTOGRAMS):
+            n += 160 + 96 * len(r.per_param)
         else:
-            n += 96
+            n += 160 + _hist_bytes(r.value) + sum(_hist_bytes(v) for v in r.per_param.values())
     return n
 
 
@@ -106,6 +115,7 @@ class _SummaryInputs:
     ``run_summary`` reads every finite Alpha reading, the last finite reading of each scalar
     quantity and the last step; :meth:`records` gives exactly those, so the summary is the same as
     over all records while memory grows only with the number of Alpha readings (16 bytes each).
+    Called on the training thread for every record: kept to a few comparisons.
     """
 
     def __init__(self) -> None:
@@ -115,23 +125,22 @@ class _SummaryInputs:
         self.latest: Record | None = None
 
     def add(self, record: Record) -> None:
-        if self.latest is None or record.step >= self.latest.step:
+        step, value = record.step, record.value
+        if self.latest is None or step >= self.latest.step:
             self.latest = record
-        if not record.is_scalar:
+        if isinstance(value, _HISTOGRAMS) or not math.isfinite(value):
             return
-        value = float(record.value)  # type: ignore[arg-type]
-        if not math.isfinite(value):
-            return
-        if record.quantity == "Alpha":
-            self.alpha_steps.append(record.step)
+        q = record.quantity
+        if q == "Alpha":
+            self.alpha_steps.append(step)
             self.alpha_values.append(value)
-        prev = self.last.get(record.quantity)
-        if prev is None or record.step >= prev.step:
-            self.last[record.quantity] = Record(record.step, record.quantity, value)
+        prev = self.last.get(q)
+        if prev is None or step >= prev.step:
+            self.last[q] = record
 
     def records(self) -> list[Record]:
         out = [Record(s, "Alpha", v) for s, v in zip(self.alpha_steps, self.alpha_values)]
-        out.extend(r for q, r in self.last.items() if q != "Alpha")
+        out.extend(Record(r.step, q, r.value) for q, r in self.last.items() if q != "Alpha")
         if self.latest is not None:
             out.append(Record(self.latest.step, self.latest.quantity, math.nan))  # only sets the last step
         return out
@@ -229,19 +238,20 @@ class MLflowSink:
         """Enqueue one step's records (training thread; returns at once)."""
         if self._closed:
             raise RuntimeError("the MLflow sink is closed")
-        ts = _now_ms()
-        items = []
+        records = tuple(records)
+        if not records:
+            return
+        images = []
         with self._lock:
-            for r in records:
+            for i, r in enumerate(records):
                 self._summary.add(r)
-                image = False
-                if r.is_histogram:
+                if isinstance(r.value, _HISTOGRAMS):
                     self._last_hist[r.quantity] = r
                     if self.image_every and r.step % self.image_every == 0:
-                        image = True
+                        images.append(i)
                         self._imaged[r.quantity] = r.step
-                items.append(Item(next(self._seq), ts, RECORD, r, image=image, size=_item_size(r)))
-        self._sender.put(items)
+            item = Item(next(self._seq), _now_ms(), RECORDS, records, tuple(images), size=_items_size(records))
+        self._sender.put((item,))
 
     def set_run_info(self, info: Mapping[str, Any]) -> None:
         """Log the cockpit's settings as params ``cockpit/<name>`` (called by the cockpit; may be called again).
@@ -295,10 +305,9 @@ class MLflowSink:
             if finite and self._summary.latest is not None:
                 data = {"metrics": finite, "step": self._summary.latest.step}
                 items.append(Item(next(self._seq), ts, SUMMARY, data=data))
-            if self.image_every:
-                for q, r in self._last_hist.items():
-                    if self._imaged.get(q) != r.step:
-                        items.append(Item(next(self._seq), ts, IMAGE, r, size=_item_size(r)))
+            last = tuple(r for q, r in self._last_hist.items() if self._imaged.get(q) != r.step)
+            if self.image_every and last:
+                items.append(Item(next(self._seq), ts, IMAGE, last, size=_items_size(last)))
         if self.view_png is not None:
             try:
                 png = self.view_png()
@@ -452,7 +461,7 @@ def read_mlflow(ref: str, tracking_uri: str | None = None) -> list[Record]:
     uri = tracking_uri or mlflow.get_tracking_uri()
     if not MlflowClient(uri).list_artifacts(run_id, RECORDS_DIR):
         raise FileNotFoundError(f"MLflow run {run_id} at {uri} has no cockpit records ({RECORDS_DIR}/)")
-    by_seq: dict[int, Record] = {}
+    by_key: dict[tuple[int, int], Record] = {}
     with tempfile.TemporaryDirectory(prefix="cockpit-read-") as tmp:
         local = mlflow.artifacts.download_artifacts(
             run_id=run_id, artifact_path=RECORDS_DIR, dst_path=tmp, tracking_uri=uri
@@ -463,8 +472,8 @@ def read_mlflow(ref: str, tracking_uri: str | None = None) -> list[Record]:
             for line in text.splitlines():
                 if line.strip():
                     d = json.loads(line)
-                    by_seq.setdefault(int(d["seq"]), record_from_dict(d["record"]))
-    return [by_seq[s] for s in sorted(by_seq)]
+                    by_key.setdefault((int(d["seq"]), int(d.get("i", 0))), record_from_dict(d["record"]))
+    return [by_key[k] for k in sorted(by_key)]
 
 
 def replay_spool(path: str | os.PathLike[str], tracking_uri: str | None = None, batch: int = 5000) -> str:
