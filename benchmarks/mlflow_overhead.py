@@ -116,6 +116,7 @@ def main() -> None:
     args = parser.parse_args()
 
     tmp = tempfile.mkdtemp(prefix="cockpit-mlflow-bench-")
+    os.chdir(tmp)  # MLflow's local stores put artifacts under ./mlruns
     uri = args.tracking_uri or f"sqlite:///{tmp}/mlflow.db"
     sink = MLflowSink(tracking_uri=uri, experiment="cockpit-overhead", spool_dir=tmp, image_every=args.image_every)
     # the sink's own threads (sender, reply reader) are measured apart from the training thread

@@ -238,10 +238,11 @@ def test_training_run_is_in_mlflow_and_queryable(mlflow_server: MlflowServer, tm
     assert list(below["run_id"]) == [control.run_id]
 
 
-def test_server_killed_mid_run_loses_and_duplicates_nothing(mlflow_server: MlflowServer) -> None:
+def test_server_killed_mid_run_loses_and_duplicates_nothing(mlflow_server: MlflowServer, tmp_path: Path) -> None:
     """Run B waits for the server to come back at close; run A gives up, spools, and is replayed later."""
     client = MlflowClient(mlflow_server.url)
     options = {"tracking_uri": mlflow_server.url, "experiment": "cockpit-kill", "linger_s": 0.1, "timeout_s": 2}
+    options["spool_dir"] = tmp_path
     sink_a = MLflowSink(**options, image_every=6, close_timeout_s=1.0)
     sink_b = MLflowSink(**options, image_every=0, close_timeout_s=90.0)
     a, b = Training(["memory", sink_a], seed=1), Training(["memory", sink_b], seed=2)
