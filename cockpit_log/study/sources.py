@@ -28,7 +28,7 @@ from ..reading import read_local
 from .config import Metric
 from .runner import INDEX_FILE
 from .runs import StudyRun, trial_summary
-from .trackers import SWEEP_CONFIG_KEY, TRIAL_FILE, SweepBackend, WandbBackend, from_json_safe
+from .trackers import STUDY_JOB_TYPE, SWEEP_CONFIG_KEY, TRIAL_FILE, SweepBackend, WandbBackend, from_json_safe
 
 __all__ = ["LoadedSource", "load_sources"]
 
@@ -145,15 +145,16 @@ def _local_run(p: Path) -> StudyRun:
     )
 
 
-def _wandb_name(run_dir: Path) -> str:
+def _wandb_run_info(run_dir: Path) -> tuple[str, str]:
+    """The display name (or id) and job type of a W&B run, from its transaction log."""
     from ..backends._wandb_read import iter_log
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         for rec in iter_log(run_dir):
             if rec.WhichOneof("record_type") == "run":
-                return rec.run.display_name or rec.run.run_id
-    return run_dir.name
+                return rec.run.display_name or rec.run.run_id, rec.run.job_type
+    return run_dir.name, ""
 
 
 def _numbers(data: dict[str, Any]) -> dict[str, float]:
@@ -174,6 +175,9 @@ def _load_wandb(run_dirs: list[Path]) -> LoadedSource:
     metric: Metric | None = None
     project, name = None, None
     for d in run_dirs:
+        name_of_run, job_type = _wandb_run_info(d)
+        if job_type == STUDY_JOB_TYPE:
+            continue  # a study report, not a trial
         log = load_run_log(d)
         config = log.config
         sweep = config.get(SWEEP_CONFIG_KEY) or {}
@@ -186,7 +190,7 @@ def _load_wandb(run_dirs: list[Path]) -> LoadedSource:
         records = read_wandb(d)
         runs.append(
             StudyRun(
-                name=_wandb_name(d),
+                name=name_of_run,
                 source=str(d),
                 params=params,
                 summary=trial_summary(records),

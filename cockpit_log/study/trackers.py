@@ -42,6 +42,7 @@ __all__ = [
 SINKS = ("local", "wandb", "mlflow")
 TRIAL_FILE = "trial.json"
 SWEEP_CONFIG_KEY = "cockpit_sweep"
+STUDY_JOB_TYPE = "cockpit-study"
 WANDB_SETTINGS = {"x_disable_stats": True, "x_disable_machine_info": True, "console": "off", "silent": True}
 
 
@@ -233,7 +234,7 @@ class WandbBackend:
 
     def log_study(self, files: list[Path], reading: StudyReading) -> str | None:
         """A run of its own (``job_type="cockpit-study"``) with the plot, the table and the reading."""
-        run = self._init(name=f"study-{self.sweep_name}", group=self.sweep_name, job_type="cockpit-study")
+        run = self._init(name=f"study-{self.sweep_name}", group=self.sweep_name, job_type=STUDY_JOB_TYPE)
         try:
             where = log_study_to_wandb(run, files, reading)
         finally:

@@ -18,7 +18,6 @@ readings for the run's summary.
 
 from __future__ import annotations
 
-import math
 import numbers
 from collections.abc import Mapping, Sequence
 from typing import Any, Protocol
@@ -135,11 +134,13 @@ class Trial:
         """:func:`cockpit_log.attach` with the trial's sink (and ``sink``, extra sinks of your own).
 
         Any option of ``attach`` (``quantities``, ``schedule``, ``automatic``, ...) may be given;
-        Alpha and Loss must be among the quantities for the study's summary.
+        Alpha and Loss must be among the quantities for the study's summary. ``sink_options`` are
+        merged into the trial sink's own (e.g. ``{"wandb": {"view": False}}``).
         """
         sinks, sink_options = self.tracker.sink_spec()
         extra = [] if sink is None else ([sink] if isinstance(sink, str) or not isinstance(sink, Sequence) else sink)
-        merged = dict(sink_options) | dict(options.pop("sink_options", None) or {})
+        given = options.pop("sink_options", None) or {}
+        merged = {k: {**sink_options.get(k, {}), **given.get(k, {})} for k in {*sink_options, *given}}
         ck = attach(model, loss_fn, optimizer, sink=[*sinks, *extra, self._keeper], sink_options=merged, **options)
         self.cockpits.append(ck)
         return ck
@@ -173,8 +174,3 @@ class Trial:
 
     def __repr__(self) -> str:
         return f"Trial({self.name!r}, config={self.config!r}, source={self.source!r})"
-
-
-def finite(x: float) -> bool:
-    """Whether ``x`` is a finite number."""
-    return isinstance(x, float) and math.isfinite(x)
