@@ -120,7 +120,11 @@ def _index_target(p: Path, data: dict[str, Any], metric: Metric) -> SweepBackend
     metric_dict = {"name": metric.name, "goal": metric.goal}
     if sink == "wandb":
         return WandbBackend(
-            Path(tracker.get("dir") or p), name, metric_dict, project=tracker.get("project"), mode="offline"
+            Path(tracker.get("dir") or p),
+            name,
+            metric_dict,
+            project=tracker.get("project"),
+            mode=tracker.get("mode") or "offline",
         )
     if sink == "mlflow":
         from .mlflow_trials import MlflowParentTarget
