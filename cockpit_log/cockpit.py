@@ -88,6 +88,8 @@ class Cockpit:
 
         self.quantities: list[Quantity] = resolve_quantities(quantities)
         default = as_schedule(schedule)
+        self._default_schedule = default
+        self._batch_size: int | None = None
         for q in self.quantities:
             q.bind_default_schedule(default)
 
@@ -122,13 +124,7 @@ class Cockpit:
         self.run_dir = local.run_dir if local is not None else None
         if local is not None:
             local.write_meta(self._meta())
-        # Sinks that record the run's settings (e.g. W&B's run config) get the same dict as meta.json.
-        for guarded in self.sinks:
-            if hasattr(guarded.sink, "set_run_info"):
-                try:
-                    guarded.sink.set_run_info(self._meta())
-                except Exception as err:  # noqa: BLE001 - a sink must never stop training
-                    self._warn(f"sink-info-{id(guarded)}", f"cockpit-log: {guarded.name}.set_run_info failed: {err}")
+        self._share_run_info()
 
         self._initial = {n: p.detach().clone() for n, p in self._params.items()} if self._has("Distance") else None
         self._stats: StepStatistics | None = None
@@ -267,7 +263,30 @@ class Cockpit:
             "params": list(self._params),
             "automatic": self.automatic,
             "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+            "schedule": repr(self._default_schedule),
+            "optimizer": type(self._optimizer).__name__ if self._optimizer is not None else None,
+            "lr": self._learning_rate(),
+            "batch_size": self._batch_size,
         }
+
+    # Run settings for sinks that store them (tracker params): at attach, and again after step 0,
+    # when a discovered optimizer and the batch size are known.
+    def _share_run_info(self) -> None:
+        sinks = [g.sink for g in self.sinks if hasattr(g.sink, "set_run_info")]
+        if not sinks:
+            return
+        meta = self._meta()
+        for s in sinks:
+            try:
+                s.set_run_info(meta)
+            except Exception as err:  # noqa: BLE001 - settings must not stop training
+                self._warn(f"run-info-{id(s)}", f"cockpit-log: {type(s).__name__}.set_run_info failed: {err}")
+
+    def _learning_rate(self) -> float | None:
+        if self._optimizer is None or not self._optimizer.param_groups:
+            return None
+        lr = self._optimizer.param_groups[0].get("lr")
+        return float(lr) if isinstance(lr, int | float) else None
 
     def _install_hooks(self) -> None:
         for layer in self._layers:
@@ -516,6 +535,10 @@ class Cockpit:
         self._last_update = stats.update if any(q.two_step and q.is_due(step) for q in self.quantities) else None
         self._stats = None
         self._step += 1
+        if step == 0:
+            losses = stats.individual_losses
+            self._batch_size = stats.batch_size or (int(losses.shape[0]) if losses is not None else None)
+            self._share_run_info()
         if records:
             for s in self.sinks:
                 s.write(records)

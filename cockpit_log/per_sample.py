@@ -4,8 +4,10 @@ For a layer ``y_n = f(a_n; w)`` whose output for sample ``n`` depends on sample 
 gradient of the loss share of sample ``n`` with respect to ``w`` is the vector-Jacobian product
 ``J_n^T delta_n`` (``delta_n`` = gradient of the loss with respect to ``y_n``), and its slope along
 a direction ``s`` is ``delta_n^T J_n s``. ``nn.Linear`` has a closed form; every other layer goes
-through ``torch.func`` (``vmap`` over ``vjp``/``jvp`` of the layer alone), which also covers
-convolutions, LayerNorm, GroupNorm, Embedding and BatchNorm in eval mode.
+through ``torch.func`` (``vmap`` over ``vjp``/``jvp`` of the layer alone), except convolutions with
+zero padding (one grouped weight-gradient convolution, or ``unfold``; slopes by one convolution with
+the direction as weights). ``torch.func`` covers every other convolution, LayerNorm, GroupNorm,
+Embedding and BatchNorm in eval mode.
 
 Nothing here keeps state: callers get tensors of shape ``[B, *param.shape]`` and reduce them.
 """
@@ -20,7 +22,14 @@ import torch
 from torch import Tensor, nn
 from torch.func import functional_call, grad, jvp, vmap
 
-__all__ = ["internal_call", "is_internal_call", "layer_per_sample_grads", "layer_slopes"]
+__all__ = [
+    "conv_batch_grads",
+    "internal_call",
+    "is_internal_call",
+    "layer_per_sample_grads",
+    "layer_slopes",
+    "plain_conv",
+]
 
 _state = threading.local()
 
@@ -53,6 +62,64 @@ def _linear_grads(module: nn.Linear, a: Tensor, delta: Tensor) -> dict[str, Tens
     return out
 
 
+_CONVS = (nn.Conv1d, nn.Conv2d, nn.Conv3d)
+
+
+def plain_conv(module: nn.Module, inputs: tuple[Tensor, ...]) -> bool:
+    """A convolution with a closed form here: zero padding given as numbers, one input with a batch dim."""
+    return (
+        type(module) in _CONVS
+        and len(inputs) == 1
+        and isinstance(module.padding, tuple)
+        and module.padding_mode == "zeros"
+        and inputs[0].dim() == module.weight.dim()
+    )
+
+
+def _conv_grads(module: nn.Module, x: Tensor, delta: Tensor, names: list[str]) -> dict[str, Tensor]:
+    """Per-sample weight gradients of a convolution: the weight gradient of one convolution with the batch
+    folded into the groups (Conv2d with a small output map: ``delta_n @ unfold(x_n)^T``)."""
+    w = module.weight
+    batch, out_ch = delta.shape[0], w.shape[0]
+    out: dict[str, Tensor] = {}
+    if "weight" in names:
+        spatial = delta[0].numel() // out_ch
+        if type(module) is nn.Conv2d and module.groups == 1 and spatial * 8 < w[0].numel():
+            cols = nn.functional.unfold(x, w.shape[2:], module.dilation, module.padding, module.stride)
+            out["weight"] = torch.bmm(delta.flatten(2), cols.transpose(1, 2)).view(batch, *w.shape)
+        else:
+            groups = module.groups * batch
+            template = w.new_empty((batch * out_ch, *w.shape[1:]))
+            grad = torch.ops.aten.convolution_backward(
+                delta.reshape(1, batch * out_ch, *delta.shape[2:]),
+                x.reshape(1, batch * x.shape[1], *x.shape[2:]),
+                template,
+                None,
+                list(module.stride),
+                list(module.padding),
+                list(module.dilation),
+                False,
+                [0] * (w.dim() - 2),
+                groups,
+                [False, True, False],
+            )[1]
+            out["weight"] = grad.view(batch, *w.shape)
+    if "bias" in names:
+        out["bias"] = delta.flatten(2).sum(2)
+    return out
+
+
+def conv_batch_grads(module: nn.Module, x: Tensor, delta: Tensor, names: list[str]) -> dict[str, Tensor]:
+    """``sum_n J_n^T delta_n`` of a convolution (see :func:`plain_conv`): its weight-gradient convolution."""
+    w = module.weight
+    bias = [w.shape[0]] if "bias" in names else None
+    _, gw, gb = torch.ops.aten.convolution_backward(
+        delta, x, w.detach(), bias, list(module.stride), list(module.padding), list(module.dilation),
+        False, [0] * (w.dim() - 2), module.groups, [False, "weight" in names, "bias" in names],
+    )  # fmt: skip
+    return {n: g for n, g in (("weight", gw), ("bias", gb)) if n in names}
+
+
 def layer_per_sample_grads(
     module: nn.Module, inputs: tuple[Tensor, ...], delta: Tensor, names: list[str]
 ) -> dict[str, Tensor]:
@@ -63,6 +130,8 @@ def layer_per_sample_grads(
     if type(module) is nn.Linear and len(inputs) == 1:
         grads = _linear_grads(module, inputs[0], delta)
         return {n: grads[n] for n in names}
+    if plain_conv(module, inputs):
+        return _conv_grads(module, inputs[0], delta, names)
     params = {n: p.detach() for n, p in module.named_parameters(recurse=False) if n in names}
     frozen = {n: p.detach() for n, p in module.named_parameters(recurse=False) if n not in names}
     buffers = dict(module.named_buffers(recurse=False))
@@ -88,8 +157,10 @@ def layer_slopes(
     ``params`` are the parameter values the layer had in the forward pass (the Jacobian is taken
     there), ``direction`` holds ``s`` for the same parameter names. Returns ``Tensor[B]``.
     """
-    if type(module) is nn.Linear and len(inputs) == 1:
+    if type(module) is nn.Linear and len(inputs) == 1 and "weight" in direction:
         js = nn.functional.linear(inputs[0], direction["weight"], direction.get("bias"))
+    elif plain_conv(module, inputs) and "weight" in direction:
+        js = module._conv_forward(inputs[0], direction["weight"], direction.get("bias"))  # linear in (w, b)
     else:
         rest = {n: p.detach() for n, p in module.named_parameters(recurse=False) if n not in direction}
         buffers = dict(module.named_buffers(recurse=False))

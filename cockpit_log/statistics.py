@@ -1,22 +1,29 @@
 """Per-step statistics, computed once per step inside the backward pass and shared by quantities.
 
 Per-sample gradients ``g_n`` (scaled as in :mod:`cockpit_log.individual_losses`) exist only
-inside one layer's backward hook: :meth:`StepStatistics.add_layer` reduces them at once to the
-small statistics the quantities read, and drops them before the next layer:
+inside one layer's backward hook: :meth:`StepStatistics.add_layer` reduces them at once
+(:mod:`cockpit_log.reduce`; closed forms for ``nn.Linear``, blocks of samples otherwise) to the
+small statistics the quantities read:
 
 ============================  ===================================  ==========================
 statistic                     shape, per parameter p               read by
 ============================  ===================================  ==========================
 ``batch_grad``  g_B,p         D_p                                  InnerTest, OrthoTest, ...
-``sample_sq_norms``           B: ||g_n,p||^2                       OrthoTest
+``sample_sq_norms``           B: ||g_n,p||^2                       OrthoTest, NormTest, CABS,
+                                                                   TICTrace
 ``sample_dots``               B: g_n,p^T g_B,p                     InnerTest, OrthoTest
-``centered_sq``               D_p: sum_n (g_n,p - g_B,p)^2         NormTest, CABS, MeanGSNR,
-                                                                   EarlyStopping
+``second_moment``             D_p: sum_n g_n,p^2                   TICDiag
+``centered_sq``               D_p: sum_n (g_n,p - g_B,p)^2         MeanGSNR, EarlyStopping
 ``hist``                      bins: counts of the B*D_p elements   GradHist1d
 ``end_slopes``                B: s^T g_n                           Alpha (end point)
 ``hist2d``                    bins x bins: counts of (theta_j,     GradHist2d
                               g_n,j) pairs
 ============================  ===================================  ==========================
+
+The centred total ``sum_n ||g_n - g_B||^2`` (NormTest, CABS) is ``sum_n ||g_n||^2 - B ||g_B||^2``,
+summed in float64 from the per-sample norms; the element-wise centred sums (MeanGSNR,
+EarlyStopping) are taken from the elements themselves, since there a small variance next to a large
+mean is common and a difference would cancel.
 
 Curvature (Hessian or GGN diagonals, HessMaxEV) is computed after the backward pass, by
 :mod:`cockpit_log.curvature`, and stored here as ``diagonals`` and ``eigen``.
@@ -38,8 +45,9 @@ from torch import Tensor, nn
 from .curvature import CapturedBatch, DiagKind, EigenSettings
 from .eigen import EigenResult
 from .individual_losses import share_scale
-from .per_sample import layer_per_sample_grads, layer_slopes
+from .per_sample import layer_slopes
 from .records import Histogram1d, Histogram2d
+from .reduce import LayerRequest, reduce_layer
 
 __all__ = ["Histogram2dSpec", "HistogramSpec", "Needs", "StepStatistics"]
 
@@ -85,6 +93,7 @@ class Needs:
     sample_dots: bool = False
     centered_sq: bool = False
     centered_sq_elementwise: bool = False
+    second_moment: bool = False
     hist: HistogramSpec | None = None
     keep_layer_io: bool = False
     end_slopes: bool = False
@@ -120,6 +129,7 @@ class Needs:
             or self.sample_dots
             or self.centered_sq
             or self.centered_sq_elementwise
+            or self.second_moment
             or self.hist is not None
             or self.hist2d is not None
         )
@@ -130,55 +140,6 @@ class Needs:
         return self.per_sample or self.keep_layer_io or self.end_slopes
 
 
-def histogram_counts(x: Tensor, spec: HistogramSpec) -> tuple[Tensor, Tensor]:
-    """Counts of ``x`` in ``spec``'s bins (clipped to the edge bins) and ``[below, above, nan]``.
-
-    The bin of a value is ``floor((x - low) / (high - low) * bins)``, as :func:`numpy.histogram`
-    computes it before its edge correction: a value within rounding error of an inner edge may
-    land in the neighbouring bin. Counts are exact integers (no float accumulation).
-    """
-    x = x.reshape(-1)
-    idx = (x.clamp(spec.low, spec.high) - spec.low).div_(spec.high - spec.low).mul_(spec.bins).floor_()
-    idx = torch.nan_to_num_(idx.clamp_(0, spec.bins - 1), nan=float(spec.bins)).long()
-    counts = torch.bincount(idx, minlength=spec.bins + 1)
-    extra = torch.stack([(x < spec.low).sum(), (x > spec.high).sum(), counts[spec.bins]])
-    return counts[: spec.bins], extra
-
-
-def _bin_index(x: Tensor, spec: HistogramSpec) -> Tensor:
-    """Bin of each value of ``x`` (clipped to the edge bins); NaN gives ``spec.bins``."""
-    idx = (x.clamp(spec.low, spec.high) - spec.low).div_(spec.high - spec.low).mul_(spec.bins).floor_()
-    return torch.nan_to_num_(idx.clamp_(0, spec.bins - 1), nan=float(spec.bins)).long()
-
-
-def histogram2d_counts(theta: Tensor, g: Tensor, spec: Histogram2dSpec) -> tuple[Tensor, Tensor]:
-    """Joint counts of the pairs ``(theta_j, g[n, j])`` for all ``n, j`` (eq. 15) and the clip/NaN counts.
-
-    ``theta`` has shape ``[D]`` and ``g`` shape ``[B, D]``. Each pair's bin is
-    ``x_bin(theta_j) * y_bins + y_bin(g_nj)``: the parameter bins are computed once per element and
-    one ``bincount`` over the ``B * D`` combined indices does the rest. Returns ``counts``
-    ``[x_bins, y_bins]`` (int64) and ``[x_below, x_above, y_below, y_above, nonfinite]``.
-    """
-    batch = g.shape[0]
-    theta = theta.reshape(-1)
-    nx, ny = spec.x.bins, spec.y.bins
-    ix = _bin_index(theta, spec.x)
-    iy = _bin_index(g.reshape(batch, -1), spec.y)
-    bad = (ix == nx).unsqueeze(0) | (iy == ny)
-    combined = torch.where(bad, nx * ny, ix.unsqueeze(0) * ny + iy)
-    counts = torch.bincount(combined.reshape(-1), minlength=nx * ny + 1)
-    extra = torch.stack(
-        [
-            (theta < spec.x.low).sum() * batch,
-            (theta > spec.x.high).sum() * batch,
-            (g < spec.y.low).sum(),
-            (g > spec.y.high).sum(),
-            counts[nx * ny],
-        ]
-    )
-    return counts[: nx * ny].reshape(nx, ny), extra
-
-
 @dataclass
 class ParamStats:
     """The statistics of one parameter at one step (see the module docstring)."""
@@ -186,8 +147,8 @@ class ParamStats:
     batch_grad: Tensor | None = None
     sample_sq_norms: Tensor | None = None
     sample_dots: Tensor | None = None
+    second_moment: Tensor | None = None
     centered_sq: Tensor | None = None
-    centered_sq_total: Tensor | None = None
     hist: Tensor | None = None
     hist_extra: Tensor | None = None
     hist2d: Tensor | None = None
@@ -254,35 +215,37 @@ class StepStatistics:
             self.end_slopes = slopes if self.end_slopes is None else self.end_slopes + slopes
         if not needs.per_sample:
             return
-        grads = layer_per_sample_grads(module, inputs, delta, list(names))
-        own = dict(module.named_parameters(recurse=False))
+        fresh = {}
         for local, full in names.items():
-            g = grads.pop(local).reshape(batch, -1) * scale
-            self._reduce(full, g, own[local].detach())
-            del g
+            st = self.params.setdefault(full, ParamStats())
+            st.calls += 1
+            if st.calls == 1:  # a second call means reuse or accumulation: flagged through `calls`
+                fresh[local] = full
+        if not fresh:
+            return
+        results = reduce_layer(module, inputs, delta, list(fresh), scale, self._request())
+        for local, full in fresh.items():
+            res, st = results[local], self.params[full]
+            st.batch_grad = res.batch_grad
+            st.sample_sq_norms = res.sample_sq_norms
+            st.sample_dots = res.sample_dots
+            st.second_moment = res.second_moment
+            st.centered_sq = res.centered
+            st.hist, st.hist_extra = res.hist, res.hist_extra
+            st.hist2d, st.hist2d_extra = res.hist2d, res.hist2d_extra
 
-    def _reduce(self, name: str, g: Tensor, theta: Tensor) -> None:
+    def _request(self) -> LayerRequest:
         needs = self.needs
-        st = self.params.setdefault(name, ParamStats())
-        st.calls += 1
-        if st.calls > 1:
-            return  # reuse or accumulation: flagged by the quantities through `calls`
-        gb = g.mean(0)
-        st.batch_grad = gb
-        if needs.sample_sq_norms:
-            st.sample_sq_norms = (g * g).sum(1)
-        if needs.sample_dots:
-            st.sample_dots = g @ gb
-        if needs.centered_sq or needs.centered_sq_elementwise:
-            c = g - gb
-            csq = (c * c).sum(0)
-            st.centered_sq_total = csq.sum()
-            if needs.centered_sq_elementwise:
-                st.centered_sq = csq
-        if needs.hist is not None:
-            st.hist, st.hist_extra = histogram_counts(g, needs.hist)
-        if needs.hist2d is not None:
-            st.hist2d, st.hist2d_extra = histogram2d_counts(theta, g, needs.hist2d)
+        h, h2 = needs.hist, needs.hist2d
+        return LayerRequest(
+            norms=needs.sample_sq_norms or needs.centered_sq,
+            dots=needs.sample_dots,
+            second_moment=needs.second_moment,
+            centered=needs.centered_sq_elementwise,
+            hist=(h.low, h.high, h.bins) if h is not None else None,
+            hist2d_x=(h2.x.low, h2.x.high, h2.x.bins) if h2 is not None else None,
+            hist2d_y=(h2.y.low, h2.y.high, h2.y.bins) if h2 is not None else None,
+        )
 
     # ------------------------------------------------------------------ after the update
     def start_slopes(self, direction: Mapping[str, Tensor]) -> Tensor | None:
@@ -336,8 +299,10 @@ class StepStatistics:
         return self._sum("sample_dots")
 
     def centered_sq_total(self) -> float:
-        """``sum_n ||g_n - g_B||^2`` (float64)."""
-        return float(self._sum("centered_sq_total"))
+        """``sum_n ||g_n - g_B||^2 = sum_n ||g_n||^2 - B ||g_B||^2`` (float64; rounding below zero gives 0)."""
+        batch = self.batch_size or 0
+        total = float(self.sample_sq_norms().sum()) - batch * self.batch_grad_sq_norm()
+        return max(total, 0.0)
 
     def elementwise(self) -> tuple[Tensor, Tensor]:
         """``(g_B, sum_n (g_n - g_B)^2)`` over all parameter elements, concatenated (float64)."""
@@ -380,10 +345,8 @@ class StepStatistics:
         )
 
     def second_moment_elementwise(self, name: str) -> Tensor:
-        """``sum_n g_n,p^2`` elementwise for parameter ``p`` (float64): centred sum plus ``B g_B^2``."""
-        st = self.params[name]
-        batch = self.batch_size or 0
-        return _f64(st.centered_sq) + batch * _f64(st.batch_grad).square()
+        """``sum_n g_n,p^2`` elementwise for parameter ``p`` (float64)."""
+        return _f64(self.params[name].second_moment)
 
     def second_moment_total(self, name: str | None = None) -> float:
         """``sum_n ||g_n||^2`` of one parameter block, or network-wide (float64)."""

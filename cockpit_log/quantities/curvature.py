@@ -102,7 +102,7 @@ class TICDiag(_DiagonalQuantity):
     name = "TICDiag"
 
     def needs_at(self, step: int) -> Needs:
-        return super().needs_at(step) | Needs(centered_sq_elementwise=True)
+        return super().needs_at(step) | Needs(second_moment=True)
 
     def compute(self, stats: StepStatistics) -> list[Record]:
         problem = stats.per_sample_problem()
