@@ -26,8 +26,9 @@ def train(trial: Trial) -> dict[str, float]:
     model = nn.Sequential(nn.Linear(8, 16), nn.Tanh(), nn.Linear(16, 3))
     loss_fn = nn.CrossEntropyLoss()
     opt = torch.optim.SGD(model.parameters(), lr=float(trial.config["lr"]))
-    # no cockpit view image per W&B trial: it is the slowest part of these tiny runs
-    ck = trial.attach(model, loss_fn, opt, quantities=QUANTITIES, schedule=2, sink_options={"wandb": {"view": False}})
+    # no cockpit view image per tracker run: drawing it is the slowest part of these tiny runs
+    no_view = {"wandb": {"view": False}, "mlflow": {"view": False, "image_every": None}}
+    ck = trial.attach(model, loss_fn, opt, quantities=QUANTITIES, schedule=2, sink_options=no_view)
     batches = torch.Generator().manual_seed(1)
     for _ in range(int(trial.config.get("steps", STEPS))):
         idx = torch.randint(256, (32,), generator=batches)

@@ -35,7 +35,7 @@ ARTIFACT_DIR = "cockpit-study"
 TAG_METRIC, TAG_GOAL, TAG_METHOD = "cockpit_sweep.metric", "cockpit_sweep.goal", "cockpit_sweep.method"
 TAG_STATUS, TAG_ERROR = "cockpit_trial_status", "cockpit_trial_error"
 PARENT_TAG = "mlflow.parentRunId"
-#: metric-name prefixes that are not the user's metrics (the sink's keys, its summary, system metrics)
+#: metric and param name prefixes that are not the user's (the sink's keys and settings, its summary, system metrics)
 OWN_PREFIXES = ("cockpit", "system/")
 
 
@@ -175,16 +175,19 @@ def _param(value: str) -> Any:
         return value
 
 
-def _study_run(run: Any, client: MlflowClient) -> StudyRun:
+def _study_run(run: Any, uri: str) -> StudyRun:
     from ..backends.mlflow_sink import read_mlflow
 
     run_id = run.info.run_id
-    records = read_mlflow(run_id)
+    try:
+        records = read_mlflow(run_id, uri)
+    except FileNotFoundError:
+        records = []  # a trial that failed before attaching: no cockpit records
     status = run.data.tags.get(TAG_STATUS) or ("finished" if run.info.status == "FINISHED" else "failed")
     return StudyRun(
         name=run.info.run_name or run_id,
         source=f"mlflow:{run_id}",
-        params={k: _param(v) for k, v in run.data.params.items()},
+        params={k: _param(v) for k, v in run.data.params.items() if not k.startswith(OWN_PREFIXES)},
         summary=trial_summary(records),
         metrics=_user_metrics(run.data.metrics),
         status=status,
@@ -227,7 +230,7 @@ def load_mlflow_source(ref: str, tracking_uri: str | None = None) -> LoadedSourc
         parents = {r.data.tags.get(PARENT_TAG) for r in runs} - {None}
         trials = sorted((r for r in runs if r.info.run_id not in parents), key=lambda r: r.info.start_time)
         metric = _metric_from_tags([r for r in runs if r.info.run_id in parents])
-        return LoadedSource([_study_run(r, client) for r in trials], metric, None, name=exp.name)
+        return LoadedSource([_study_run(r, uri) for r in trials], metric, None, name=exp.name)
     run_id = ref.removeprefix("mlflow:").removeprefix("runs:/").strip("/").split("/")[0]
     try:
         run = client.get_run(run_id)
@@ -237,8 +240,8 @@ def load_mlflow_source(ref: str, tracking_uri: str | None = None) -> LoadedSourc
     children.sort(key=lambda r: r.info.start_time)
     target = MlflowParentTarget(run_id, uri)
     if not children:
-        return LoadedSource([_study_run(run, client)], _metric_from_tags([run]), target, name=run.info.run_name)
-    studied = [_study_run(r, client) for r in children]
+        return LoadedSource([_study_run(run, uri)], _metric_from_tags([run]), target, name=run.info.run_name)
+    studied = [_study_run(r, uri) for r in children]
     return LoadedSource(studied, _metric_from_tags([run]), target, name=run.info.run_name)
 
 
