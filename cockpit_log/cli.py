@@ -354,7 +354,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 @contextmanager
 def _one_line_warnings() -> Iterator[None]:
-    """Print warnings as ``cockpit-log: warning: ...`` lines on stderr."""
+    """Print warnings as ``cockpit-log: warning: ...`` lines on stderr; libraries' deprecation notices are
+    not the user's business in a command's output and are left out."""
 
     def show(
         message: Warning | str,
@@ -369,12 +370,31 @@ def _one_line_warnings() -> Iterator[None]:
 
     with warnings.catch_warnings():
         warnings.showwarning = show
+        for category in (DeprecationWarning, PendingDeprecationWarning, FutureWarning):
+            warnings.filterwarnings("ignore", category=category)
+        warnings.filterwarnings("ignore", message=".*deprecated.*")
         yield
+
+
+def _quiet_tracker_logs() -> None:
+    """Keep MLflow's (and its database migrations') INFO chatter out of the command's output.
+
+    MLflow sets its loggers' level from ``MLFLOW_LOGGING_LEVEL`` when it is imported; a level the
+    user set is kept.
+    """
+    import logging
+    import os
+
+    os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")
+    for name in ("mlflow", "alembic"):
+        logging.getLogger(name).setLevel(logging.WARNING)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run ``cockpit-log`` with ``argv`` (default: the process's arguments); returns the exit status."""
     args = build_parser().parse_args(argv)
+    if not args.debug:
+        _quiet_tracker_logs()
     try:
         with _one_line_warnings():
             return int(args.func(args))
