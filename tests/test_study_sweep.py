@@ -97,7 +97,8 @@ def test_study_command_over_the_sweep_and_over_its_run_directories(local_sweep: 
     rc, text = cli("study", *dirs, "--metric", "val_loss", "--out", str(out / "dirs"))
     data = json.loads((out / "dirs" / "study.json").read_text())
     assert rc == 0 and data["best_run"] == best and len(data["rows"]) == 3
-    rc, text = cli("study", str(out / "trials"), "--metric", "val_accuracy", "--goal", "maximize", "--no-log")
+    by_accuracy = ["--metric", "val_accuracy", "--goal", "maximize", "--out", str(out / "acc")]
+    rc, text = cli("study", str(out / "trials"), *by_accuracy)
     assert rc == 0 and "by val_accuracy (maximize)" in text
 
 
