@@ -1,9 +1,11 @@
-"""The ``cockpit-log`` command: ``demo``, ``plot SOURCE`` and ``show SOURCE``.
+"""The ``cockpit-log`` command: ``demo``, ``plot SOURCE``, ``show SOURCE``, ``sweep`` and ``study``.
 
 SOURCE is what :func:`cockpit_log.read` takes: a local run directory, an MLflow run
 (``mlflow:<run_id>``, ``runs:/<run_id>`` or a bare 32-character run id) or an offline W&B run
 directory. A user's mistake (a missing source, a corrupt file, an unknown quantity) ends with a
 one-line error and exit status 1, never a traceback; ``--debug`` shows the traceback.
+``sweep CONFIG.yaml --train module:function`` runs a W&B sweep configuration locally and
+``study SOURCE...`` writes the learning-rate study of runs (:mod:`cockpit_log.study`).
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ import warnings
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import TextIO
+from typing import Any, TextIO
 
 from .records import Record
 
@@ -130,14 +132,157 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_sweep(args: argparse.Namespace) -> int:
+    from .study import run_sweep, study_runs
+
+    if args.threads is not None:
+        import torch
+
+        torch.set_num_threads(max(1, args.threads))
+    t0 = time.perf_counter()
+    try:
+        result = run_sweep(
+            args.config,
+            args.train,
+            sink=args.sink,
+            out_dir=args.out,
+            count=args.count,
+            seed=args.seed,
+            project=args.project,
+            entity=args.entity,
+            wandb_mode=args.wandb_mode,
+            tracking_uri=args.tracking_uri,
+            experiment=args.experiment,
+            stream=sys.stdout,
+        )
+    except (ValueError, FileNotFoundError, ImportError, RuntimeError) as err:
+        raise UserError(_first_line(err)) from err
+    failed = sum(r.status != "finished" for r in result.runs)
+    print(
+        f"{len(result.runs)} trials ({failed} failed) in {time.perf_counter() - t0:.1f} s into "
+        f"{result.backend.description}; index: {result.index_file}"
+    )
+    if args.no_study:
+        print(f"study them: {PROG} study {result.out_dir}")
+        return 0
+    outcome = study_runs(
+        result.runs,
+        result.out_dir,
+        metric=result.config.metric if result.config.metric.name else None,
+        lr_key=args.lr_key,
+        targets=[result.backend],
+        title=f"Learning-rate study: {result.config.name}",
+    )
+    _print_study(outcome)
+    return 0
+
+
+def _print_study(outcome: Any) -> None:
+    reading = outcome.reading
+    print(reading.headline())
+    for paragraph in reading.paragraphs():
+        print(f"  {paragraph}")
+    print("study report:")
+    for f in outcome.files:
+        print(f"  {f}")
+    for where in outcome.logged_to:
+        print(f"  logged to {where}")
+    for err in outcome.log_errors:
+        warnings.warn(f"logging the study to {err}", stacklevel=1)
+
+
+def _cmd_study(args: argparse.Namespace) -> int:
+    from .study import run_study
+
+    if args.tracking_uri:
+        os.environ["MLFLOW_TRACKING_URI"] = args.tracking_uri
+    try:
+        outcome = run_study(
+            args.sources,
+            args.out,
+            metric=args.metric,
+            goal=args.goal,
+            lr_key=args.lr_key,
+            tracking_uri=args.tracking_uri,
+            log=not args.no_log,
+        )
+    except ImportError as err:
+        raise UserError(f"{_first_line(err)} (is the tracker's extra installed?)") from err
+    except (ValueError, FileNotFoundError, KeyError) as err:
+        raise UserError(_first_line(err)) from err
+    _print_study(outcome)
+    return 0
+
+
+def _add_study_commands(sub: Any) -> None:
+    sweep = sub.add_parser(
+        "sweep",
+        help="run a W&B sweep configuration (grid or random) locally, one trial after another, then study it",
+        description=(
+            "Run the trials of a W&B sweep configuration (YAML or JSON; method grid or random) one after another, "
+            "each with the cockpit attached through trial.attach(...) and logged to the chosen tracker; then write "
+            "the learning-rate study (plot, table, reading) and log it to the tracker."
+        ),
+    )
+    sweep.add_argument("config", help="sweep configuration file (.yaml, .yml or .json)")
+    sweep.add_argument(
+        "--train",
+        required=True,
+        help="the training function, module:function or path/to/file.py:function; it takes a "
+        "cockpit_log.study.Trial and returns its metrics (a number, a mapping of numbers, or None)",
+    )
+    sweep.add_argument(
+        "--sink",
+        choices=("local", "wandb", "mlflow"),
+        default="local",
+        help="where each trial goes: local run directories (default), W&B runs (offline unless --wandb-mode "
+        "online), or MLflow child runs under one parent run",
+    )
+    sweep.add_argument("--out", default=None, help="sweep directory (default ./cockpit-sweeps/<name>-<time>)")
+    sweep.add_argument("--count", type=int, default=None, help="number of trials (random: required unless run_cap)")
+    sweep.add_argument("--seed", type=int, default=0, help="seed of the random search's draws (default 0)")
+    sweep.add_argument("--project", default=None, help="W&B project (default: the config's, else cockpit-log-sweeps)")
+    sweep.add_argument("--entity", default=None, help="W&B entity")
+    sweep.add_argument("--wandb-mode", choices=("offline", "online"), default="offline", help="W&B mode")
+    sweep.add_argument("--tracking-uri", default=None, help="MLflow tracking URI (default: MLflow's own setting)")
+    sweep.add_argument("--experiment", default=None, help="MLflow experiment name (default: the sweep's name)")
+    sweep.add_argument("--lr-key", default=None, help="the learning-rate parameter (default: lr or learning_rate)")
+    sweep.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
+    sweep.add_argument("--no-study", action="store_true", help="skip the study report")
+    sweep.set_defaults(func=_cmd_sweep)
+
+    study = sub.add_parser(
+        "study",
+        help="the learning-rate study of runs: final metric against median alpha (Figure 5), table, reading",
+        description=(
+            "Write the learning-rate study of runs (study.png, study.md, study.json) and log it to their tracker. "
+            "SOURCE: a sweep directory, local run directories, W&B run directories (or a directory of them), "
+            "an MLflow parent run (mlflow:<id>) or experiment (mlflow-experiment:<name or id>)."
+        ),
+    )
+    study.add_argument("sources", nargs="+", metavar="SOURCE", help="where the runs are")
+    study.add_argument(
+        "--out", default=None, help="report directory (default: the sweep directory, else ./cockpit-study)"
+    )
+    study.add_argument("--metric", default=None, help="metric to rank by (default: the sweep's, else train_loss_final)")
+    study.add_argument("--goal", choices=("minimize", "maximize"), default=None, help="the metric's goal")
+    study.add_argument("--lr-key", default=None, help="the learning-rate parameter (default: lr or learning_rate)")
+    study.add_argument("--tracking-uri", default=None, help="MLflow tracking URI for an MLflow source")
+    study.add_argument("--no-log", action="store_true", help="write the files only; log nothing to the tracker")
+    study.set_defaults(func=_cmd_study)
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of ``cockpit-log`` and its subcommands."""
     parser = argparse.ArgumentParser(
         prog=PROG,
-        description="The Cockpit instruments for PyTorch training: a demo, the cockpit view and a summary of a run.",
+        description=(
+            "The Cockpit instruments for PyTorch training: a demo, the cockpit view and a summary of a run, "
+            "sweeps and learning-rate studies."
+        ),
     )
     parser.add_argument("--debug", action="store_true", help="show tracebacks instead of one-line errors")
-    sub = parser.add_subparsers(dest="command", required=True, metavar="{demo,plot,show}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="{demo,plot,show,sweep,study}")
 
     demo = sub.add_parser(
         "demo",
@@ -203,6 +348,7 @@ def build_parser() -> argparse.ArgumentParser:
     show.add_argument("source", help=source_help)
     show.add_argument("--tracking-uri", default=None, help="MLflow tracking URI for an MLflow source")
     show.set_defaults(func=_cmd_show)
+    _add_study_commands(sub)
     return parser
 
 
