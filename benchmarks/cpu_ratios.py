@@ -21,9 +21,10 @@ import torch
 from torch import nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from overhead import NullSink, small_cnn  # noqa: E402
+from loops import NullSink  # noqa: E402
 
 import cockpit_log  # noqa: E402
+from cockpit_log.demo import small_cnn  # noqa: E402
 
 CONFIGS = [(None, 1), ("economy", 1), ("economy", 16), ("business", 1), ("business", 16), ("full", 1), ("full", 16)]
 
