@@ -45,6 +45,14 @@ class _DiagonalQuantity(Quantity):
             return None, "no curvature diagonal was computed at this step"
         return {n: d.detach().to(torch.float64) for n, d in diag.items()}, None
 
+    def _diagonal_and_moments(self, stats: StepStatistics) -> tuple[dict[str, Tensor] | None, str | None]:
+        """The diagonal, when this step's per-sample second moments are usable too (TIC)."""
+        problem = stats.per_sample_problem()
+        diag, curv_problem = self._diagonal(stats)
+        if problem or diag is None:
+            return None, problem or curv_problem
+        return diag, None
+
     def __repr__(self) -> str:
         return f"{type(self).__name__}(schedule={self.schedule!r}, curvature={str(self.kind)!r})"
 
@@ -75,10 +83,9 @@ class TICTrace(_DiagonalQuantity):
         return super().needs_at(step) | Needs(sample_sq_norms=True)
 
     def compute(self, stats: StepStatistics) -> list[Record]:
-        problem = stats.per_sample_problem()
-        diag, curv_problem = self._diagonal(stats)
-        if problem or diag is None:
-            return [nan_record(stats.step, self.name, problem or curv_problem or "")]
+        diag, problem = self._diagonal_and_moments(stats)
+        if diag is None:
+            return [nan_record(stats.step, self.name, problem or "")]
         batch = stats.batch_size or 0
         per: dict[str, float] = {}
         for n, d in diag.items():
@@ -105,10 +112,9 @@ class TICDiag(_DiagonalQuantity):
         return super().needs_at(step) | Needs(second_moment=True)
 
     def compute(self, stats: StepStatistics) -> list[Record]:
-        problem = stats.per_sample_problem()
-        diag, curv_problem = self._diagonal(stats)
-        if problem or diag is None:
-            return [nan_record(stats.step, self.name, problem or curv_problem or "")]
+        diag, problem = self._diagonal_and_moments(stats)
+        if diag is None:
+            return [nan_record(stats.step, self.name, problem or "")]
         batch = stats.batch_size or 0
         per: dict[str, float] = {}
         used = 0
