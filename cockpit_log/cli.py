@@ -282,7 +282,7 @@ def build_parser() -> argparse.ArgumentParser:
         ),
     )
     parser.add_argument("--debug", action="store_true", help="show tracebacks instead of one-line errors")
-    sub = parser.add_subparsers(dest="command", required=True, metavar="{demo,plot,show,sweep,study}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="{demo,plot,show,replay,sweep,study}")
 
     demo = sub.add_parser(
         "demo",
@@ -348,8 +348,53 @@ def build_parser() -> argparse.ArgumentParser:
     show.add_argument("source", help=source_help)
     show.add_argument("--tracking-uri", default=None, help="MLflow tracking URI for an MLflow source")
     show.set_defaults(func=_cmd_show)
+
+    replay = sub.add_parser(
+        "replay",
+        help="send a tracker sink's spool file (records it could not deliver) into its run",
+        description=(
+            "Send the records a tracker sink left in its spool file (named in its warning) into the run. "
+            "MLflow spools are mlflow-<run>-<id>.jsonl, W&B spools cockpit-spool.jsonl; safe to repeat."
+        ),
+    )
+    replay.add_argument("spool", help="the spool file")
+    replay.add_argument(
+        "--to", choices=["auto", "mlflow", "wandb"], default="auto", help="which tracker (default: from the file name)"
+    )
+    replay.add_argument("--tracking-uri", default=None, help="MLflow tracking URI (default: the run's)")
+    replay.set_defaults(func=_cmd_replay)
     _add_study_commands(sub)
     return parser
+
+
+def _cmd_replay(args: argparse.Namespace) -> int:
+    path = Path(args.spool)
+    if not path.is_file():
+        raise UserError(f"no spool file at {path}")
+    target = args.to
+    if target == "auto":
+        if path.name.startswith("mlflow-"):
+            target = "mlflow"
+        elif path.name == "cockpit-spool.jsonl":
+            target = "wandb"
+        else:
+            raise UserError(f"cannot tell which tracker {path.name} belongs to; pass --to mlflow or --to wandb")
+    try:
+        if target == "mlflow":
+            from .backends.mlflow_sink import replay_spool
+
+            run_id = replay_spool(path, tracking_uri=args.tracking_uri)
+            print(f"replayed {path} into MLflow run {run_id}")
+        else:
+            from .backends.wandb_sink import replay_wandb
+
+            count = replay_wandb(path)
+            print(f"replayed {count} records from {path} into W&B")
+    except ImportError as err:
+        raise UserError(f"{_first_line(err)} (is the tracker's extra installed?)") from err
+    except (OSError, ValueError) as err:
+        raise UserError(_first_line(err)) from err
+    return 0
 
 
 @contextmanager

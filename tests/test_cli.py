@@ -294,3 +294,12 @@ def test_progress_line_redraws_in_place_on_a_terminal_and_prints_tenths_elsewher
     lines = pipe.getvalue().splitlines()
     assert len(lines) == 11 and "\r" not in pipe.getvalue()
     assert lines[0].startswith("[........................] step 1/50  loss 1.000")
+
+
+def test_replay_names_what_is_wrong(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["replay", str(tmp_path / "missing.jsonl")]) == 1
+    assert capsys.readouterr().err.strip() == f"cockpit-log: error: no spool file at {tmp_path / 'missing.jsonl'}"
+    other = tmp_path / "records.jsonl"
+    other.write_text("")
+    assert main(["replay", str(other)]) == 1
+    assert "pass --to mlflow or --to wandb" in capsys.readouterr().err

@@ -253,7 +253,7 @@ def test_server_killed_mid_run_loses_and_duplicates_nothing(mlflow_server: Mlflo
     try:
         for t in (a, b):
             t.steps(4)  # training goes on while the tracker is down
-        with pytest.warns(cockpit_log.CockpitWarning, match="replay_spool"):
+        with pytest.warns(cockpit_log.CockpitWarning, match="cockpit-log replay"):
             a.ck.close()
         assert sink_a.spool_path is not None and sink_a.spool_path.is_file()
         assert sink_a.stats.failures > 0
@@ -266,7 +266,10 @@ def test_server_killed_mid_run_loses_and_duplicates_nothing(mlflow_server: Mlflo
     assert client.get_run(sink_b.run_id).info.status == "FINISHED"
 
     assert client.get_run(sink_a.run_id).info.status == "RUNNING"  # its end is in the spool
-    assert replay_spool(sink_a.spool_path) == sink_a.run_id
+    from cockpit_log.cli import main as cli_main  # the command the sink's warning names
+
+    assert cli_main(["replay", str(sink_a.spool_path)]) == 0
+    assert sink_a.spool_path.with_name(sink_a.spool_path.name + ".replayed").is_file()
     assert_histories_equal(client, sink_a.run_id, a.ck.records)
     assert as_json(read_mlflow(sink_a.run_id, tracking_uri=mlflow_server.url)) == as_json(a.ck.records)
     run_a = client.get_run(sink_a.run_id)
@@ -304,7 +307,7 @@ def test_hung_tracker_bounded_memory_spool_and_replay(mlflow_server: MlflowServe
             warnings.simplefilter("always")
             sink.close()
         assert time.perf_counter() - t0 < 15  # not MLflow's retry budget of minutes
-    assert sum("replay_spool" in str(w.message) for w in caught) == 1
+    assert sum("cockpit-log replay" in str(w.message) for w in caught) == 1
     assert sink.run_id is None and sink.spool_path is not None
     assert not list(tmp_path.glob("overflow-*.jsonl"))
     run_id = replay_spool(sink.spool_path, tracking_uri=mlflow_server.url)  # creates the run it never had

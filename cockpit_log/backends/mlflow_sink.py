@@ -357,8 +357,7 @@ class MLflowSink:
             warnings.warn(
                 f"cockpit-log: MLflow did not take {len(left)} item(s) of run {self.run_id or '(not created)'} "
                 f"at {self.tracking_uri} ({type(error).__name__ if error else 'timeout'}: {error}); they are in "
-                f'{self.spool_path}. Send them later with: python -c "from cockpit_log.backends.mlflow_sink import '
-                f"replay_spool; replay_spool('{self.spool_path}')\"",
+                f"{self.spool_path}. Send them later with: cockpit-log replay {self.spool_path}",
                 CockpitWarning,
                 stacklevel=2,
             )
