@@ -33,8 +33,10 @@ from .backends import GuardedSink, MemorySink, SinkSpec, make_sinks
 from .backends.local import LocalSink
 from .capture import Layer, check_per_sample_support, find_layers, train_mode_batchnorms
 from .curvature import CapturedBatch, CurvatureEngine, capture_model_call, check_curvature_loss
+from .distributed import detect_collective, needs_reduction, reduce_step, unwrap_model, weighted_sum
 from .errors import CockpitError, UnsupportedLossError, WarnOnce
 from .individual_losses import LossSplitter
+from .moments import Moments
 from .per_sample import is_internal_call
 from .presets import QuantitySpec, resolve_quantities
 from .quantities import Quantity
@@ -70,6 +72,8 @@ class Cockpit:
         automatic: bool = True,
         exclude: Sequence[str] = (),
         sink_options: dict[str, dict[str, Any]] | None = None,
+        distributed: bool | None = None,
+        rank_diagnostics: bool = False,
     ) -> None:
         if not isinstance(model, nn.Module):
             raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
@@ -80,6 +84,10 @@ class Cockpit:
             )
         if loss_fn is not None and not callable(loss_fn):
             raise TypeError(f"loss_fn must be a loss module or callable, got {type(loss_fn).__name__}")
+        model, ddp = unwrap_model(model)
+        self._collective = detect_collective(ddp, distributed)
+        self._rank_diagnostics = bool(rank_diagnostics) and self._collective is not None
+        self._carry: tuple[Moments, Moments] | None = None
         self.model = model
         self.automatic = automatic
         self._step = 0
@@ -118,7 +126,9 @@ class Cockpit:
         self._functional_loss = loss_fn is not None and not isinstance(loss_fn, nn.Module)
         self._optimizer = optimizer
 
-        self.sinks = [GuardedSink(s, self._warn) for s in make_sinks(sink, sink_options)]
+        # data-parallel: only the first process writes (the readings are those of the global batch)
+        writes = self._collective is None or self._collective.rank == 0
+        self.sinks = [GuardedSink(s, self._warn) for s in make_sinks(sink, sink_options)] if writes else []
         self._memory = next((g.sink for g in self.sinks if isinstance(g.sink, MemorySink)), None)
         local = next((g.sink for g in self.sinks if isinstance(g.sink, LocalSink)), None)
         self.run_dir = local.run_dir if local is not None else None
@@ -144,6 +154,18 @@ class Cockpit:
     @property
     def records(self) -> list[Record]:
         return self._memory.records if self._memory is not None else []
+
+    @property
+    def rank(self) -> int:
+        """This process's rank in a data-parallel run (0 otherwise); only rank 0 writes to sinks."""
+        return self._collective.rank if self._collective is not None else 0
+
+    @property
+    def communication(self) -> dict[str, int] | None:
+        """All-reduce calls and bytes sent so far by this process (data-parallel runs; else None)."""
+        if self._collective is None:
+            return None
+        return {"calls": self._collective.calls, "bytes": self._collective.bytes}
 
     @contextmanager
     def backward(
@@ -267,6 +289,7 @@ class Cockpit:
             "optimizer": type(self._optimizer).__name__ if self._optimizer is not None else None,
             "lr": self._learning_rate(),
             "batch_size": self._batch_size,
+            "world_size": self._collective.world_size if self._collective is not None else 1,
         }
 
     # Run settings for sinks that store them (tracker params): at attach, and again after step 0,
@@ -328,7 +351,10 @@ class Cockpit:
             needs = Needs()
             for q in self.quantities:
                 needs = needs | q.needs(self._step)
+            if self._collective is not None and needs.sample_dots:
+                needs = needs | Needs(keep_layer_io=True)  # dots with the averaged g_B, after backward
             stats = StepStatistics(step=self._step, needs=needs, initial_params=self._initial)
+            stats.distributed = self._collective is not None
             if needs.end_slopes:
                 stats.end_direction = self._last_update
             self._stats = stats
@@ -383,7 +409,7 @@ class Cockpit:
         stats = self._ensure_stats()
         stats.loss = output.detach()
         if stats.needs.curvature and stats.batch is not None:
-            if args and args[0] is stats.batch.output:
+            if args and _same_tensor(args[0], stats.batch.output):
                 stats.batch.targets = tuple(_detach_all(args[1:]))
             else:
                 stats.batch.problem = (
@@ -460,30 +486,88 @@ class Cockpit:
             self._read_grads(stats)
         if stats.needs.params_before:
             stats.params_before = {n: p.detach().clone() for n, p in self._params.items()}
-        if stats.needs.curvature and not stats.diagonals and stats.eigen is None:
+        if stats.totals is not None or stats.curvature_problems:
+            return  # already done (explicit API: backward exit, then step)
+        if self._collective is not None and needs_reduction(stats):
+            self._reduce_across_processes(stats)
+        elif stats.needs.curvature and not stats.diagonals and stats.eigen is None:
             self._compute_curvature(stats)
 
-    def _compute_curvature(self, stats: StepStatistics) -> None:
-        """Hessian/GGN diagonals and HessMaxEV of this step, from the recomputed loss (parameters theta_t)."""
-        engine = self._curvature
+    def _reduce_across_processes(self, stats: StepStatistics) -> None:
+        """Data-parallel step: local diagonals, one all-reduce of every sum, then HessMaxEV on reduced products."""
+        collective = self._collective
+        assert collective is not None
+        if stats.needs.diagonals:
+            self._compute_curvature(stats, eigen=False, keep_batch=True)
+        grads = {
+            n: (p.grad.detach() / stats.grad_scale if p.grad is not None else torch.zeros_like(p))
+            for n, p in self._params.items()
+        }
+        if stats.needs.max_ev is not None and not self._curvature_ready(stats):
+            stats.curvature_problems.setdefault("eigen", self._curvature_problem(stats) or "")
+        diagnostics = None
+        if self._rank_diagnostics:
+            diagnostics = {
+                "BatchSize": float(stats.batch_size or 0),
+                "Loss": float(stats.loss) if stats.loss is not None else float("nan"),
+                "Time": time.perf_counter() - self._t0,
+            }
+        local_batch = stats.batch_size or (
+            int(stats.individual_losses.shape[0]) if stats.individual_losses is not None else 0
+        )
+        try:
+            ranks = reduce_step(stats, collective, self._params, grads, self._carry, diagnostics)
+        finally:
+            self._carry = None
+        stats.rank_values = ranks
+        if stats.needs.max_ev is not None and "eigen" not in stats.curvature_problems and not stats.skip_reason:
+            weight = local_batch / stats.batch_size if stats.batch_size else 0.0
+            self._compute_curvature(stats, diagonals=False, combine=weighted_sum(collective, weight))
+        stats.batch = None
+
+    def _curvature_ready(self, stats: StepStatistics) -> bool:
+        return self._curvature_problem(stats) is None
+
+    def _curvature_problem(self, stats: StepStatistics) -> str | None:
         batch = stats.batch
         loss_fn = self._loss_module if self._loss_module is not None else self._loss_callable
-        problem = None
-        if engine is None:
-            problem = "no curvature engine"
-        elif batch is None or batch.problem or batch.targets is None:
-            problem = (batch.problem if batch is not None else None) or (
+        if self._curvature is None:
+            return "no curvature engine"
+        if batch is None or batch.problem or batch.targets is None:
+            return (batch.problem if batch is not None else None) or (
                 "the batch of this step was not captured (no loss module call seen after the model call; "
                 "with the explicit API pass ck.backward(..., batch=(inputs, targets)))"
             )
-        elif loss_fn is None:
-            problem = "no loss function is known to recompute the loss"
+        if loss_fn is None:
+            return "no loss function is known to recompute the loss"
+        return None
+
+    def _compute_curvature(
+        self,
+        stats: StepStatistics,
+        diagonals: bool = True,
+        eigen: bool = True,
+        keep_batch: bool = False,
+        combine: Callable[[Tensor], Tensor] | None = None,
+    ) -> None:
+        """Hessian/GGN diagonals and HessMaxEV of this step, from the recomputed loss (parameters theta_t).
+
+        ``diagonals``/``eigen`` select the parts; ``combine`` reduces HessMaxEV's products across
+        processes; ``keep_batch`` keeps the captured batch for a later part.
+        """
+        engine = self._curvature
+        batch = stats.batch
+        loss_fn = self._loss_module if self._loss_module is not None else self._loss_callable
+        problem = self._curvature_problem(stats)
         if problem:
-            stats.curvature_problems = {"diagonals": problem, "eigen": problem}
+            if diagonals:
+                stats.curvature_problems["diagonals"] = problem
+            if eigen:
+                stats.curvature_problems["eigen"] = problem
             return
         assert engine is not None and batch is not None and loss_fn is not None
         jobs: list[tuple[str, Callable[[], None]]] = []
-        if stats.needs.diagonals:
+        if stats.needs.diagonals and diagonals:
             kinds = sorted(stats.needs.diagonals, key=str)
 
             def diagonals() -> None:
@@ -492,20 +576,21 @@ class Cockpit:
                 stats.diagonals = engine.diagonals(loss_fn, batch, kinds)
 
             jobs.append(("diagonals", diagonals))
-        if stats.needs.max_ev is not None:
+        if stats.needs.max_ev is not None and eigen:
             settings = stats.needs.max_ev
 
-            def eigen() -> None:
-                stats.eigen = engine.max_eigenvalue(loss_fn, batch, settings)
+            def max_ev() -> None:
+                stats.eigen = engine.max_eigenvalue(loss_fn, batch, settings, combine)
 
-            jobs.append(("eigen", eigen))
+            jobs.append(("eigen", max_ev))
         for key, job in jobs:
             try:
                 job()
             except Exception as err:  # noqa: BLE001 - a failed reading must not stop training
                 stats.curvature_problems[key] = f"curvature ({key}) failed: {type(err).__name__}: {err}"
                 self._warn(f"curv-{key}", f"cockpit-log: {stats.curvature_problems[key]}; the readings are NaN")
-        stats.batch = None
+        if not keep_batch:
+            stats.batch = None
 
     def _after_update(self) -> None:
         stats = self._ensure_stats()
@@ -513,7 +598,8 @@ class Cockpit:
         if stats.params_before:
             stats.update = {n: p.detach() - stats.params_before[n] for n, p in self._params.items()}
         stats.elapsed = time.perf_counter() - self._t0
-        if stats.needs.keep_layer_io and stats.update:
+        starts_two_step = any(q.two_step and q.is_due(step) for q in self.quantities)
+        if stats.needs.keep_layer_io and stats.update and starts_two_step:
             try:
                 stats.start_slopes_value = stats.start_slopes(stats.update)
             except Exception as err:  # noqa: BLE001
@@ -523,7 +609,19 @@ class Cockpit:
         if self.automatic and stats.needs.losses and stats.loss is None and self._splitter is None:
             self._skip_loss_quantities("no torch.nn loss module was seen at step 0")
         records: list[Record] = []
+        if self._collective is not None:
+            self._carry = None
+            if starts_two_step and stats.totals is not None and not stats.skip_reason:
+                losses = stats.individual_losses
+                slopes = stats.start_slope_moments()
+                if losses is not None and slopes is not None:
+                    self._carry = (Moments.of(losses), slopes)  # local; reduced with the next step
+            if stats.skip_reason:
+                self._warn("skip-uneven", f"cockpit-log: step {step} skipped: {stats.skip_reason}")
+        writes = self._collective is None or self._collective.rank == 0
         for q in self.quantities:
+            if stats.skip_reason or not writes:
+                break
             if q.is_due(step) or (q.two_step and q.is_due(step - 1)):
                 try:
                     records.extend(q.compute(stats))
@@ -531,6 +629,9 @@ class Cockpit:
                     self._warn(
                         f"q-{q.name}", f"cockpit-log: {q.name} failed at step {step}: {type(err).__name__}: {err}"
                     )
+        if self._rank_diagnostics and writes and stats.rank_values and not stats.skip_reason:
+            for key, values in stats.rank_values.items():
+                records.extend(Record(step, f"rank{k}/{key}", float(v)) for k, v in enumerate(values))
         self._report_problems(records)
         self._last_update = stats.update if any(q.two_step and q.is_due(step) for q in self.quantities) else None
         self._stats = None
@@ -567,6 +668,8 @@ def attach(
     automatic: bool = True,
     exclude: Sequence[str] = (),
     sink_options: dict[str, dict[str, Any]] | None = None,
+    distributed: bool | None = None,
+    rank_diagnostics: bool = False,
 ) -> Cockpit:
     """Attach the cockpit's instruments to a model; the training loop stays as it is.
 
@@ -585,6 +688,13 @@ def attach(
         automatic: ``False`` for the explicit API (``ck.backward(...)`` and ``ck.step()``).
         exclude: parameter or module names to leave out of every quantity.
         sink_options: keyword arguments per sink name, e.g. ``{"local": {"run_dir": "runs/a"}}``.
+        distributed: data-parallel reading of the global batch (:mod:`cockpit_log.distributed`).
+            ``None`` (default): on when ``model`` is a ``DistributedDataParallel`` model whose
+            process group has more than one process; ``True``: also for loops that average
+            gradients themselves (default process group); ``False``: each process reads its own
+            local batch. In a data-parallel run only rank 0 creates and writes sinks.
+        rank_diagnostics: data-parallel runs: rank 0 also writes each process's local ``Loss``,
+            ``BatchSize`` and ``Time`` as ``rank<k>/Loss`` etc. (gathered in the same all-reduce).
 
     Returns:
         The :class:`Cockpit` handle; call ``close()`` at the end (or use it as a context manager).
@@ -604,6 +714,21 @@ def attach(
         automatic=automatic,
         exclude=exclude,
         sink_options=sink_options,
+        distributed=distributed,
+        rank_diagnostics=rank_diagnostics,
+    )
+
+
+def _same_tensor(a: Any, b: Any) -> bool:
+    """``a`` is ``b``, or an alias of it (DDP may pass the model output through an identity function)."""
+    if a is b:
+        return True
+    return (
+        isinstance(a, Tensor)
+        and isinstance(b, Tensor)
+        and a.shape == b.shape
+        and a.data_ptr() == b.data_ptr()
+        and a.stride() == b.stride()
     )
 
 

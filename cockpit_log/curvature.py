@@ -274,9 +274,18 @@ class CurvatureEngine:
 
     # ------------------------------------------------------------------ Hessian-vector products
     def max_eigenvalue(
-        self, loss_fn: Callable[..., Tensor], batch: CapturedBatch, settings: EigenSettings
+        self,
+        loss_fn: Callable[..., Tensor],
+        batch: CapturedBatch,
+        settings: EigenSettings,
+        combine: Callable[[Tensor], Tensor] | None = None,
     ) -> EigenResult:
-        """``lambda_max(H_B)`` (eq. 25) of the recomputed loss from Hessian-vector products."""
+        """``lambda_max(H_B)`` (eq. 25) of the recomputed loss from Hessian-vector products.
+
+        ``combine`` maps each local product to the product of the global batch (data-parallel runs:
+        a weighted all-reduce); a local failure is then passed on as NaNs, so that every process
+        takes the same number of products, and raised after the solver stops.
+        """
         params = list(self.params.values())
         shapes = [p.shape for p in params]
         sizes = [p.numel() for p in params]
@@ -291,7 +300,7 @@ class CurvatureEngine:
             used_params = [p for p, _ in used]
             used_grads = [g for _, g in used]
 
-            def hvp(flat: Tensor) -> Tensor:
+            def local_hvp(flat: Tensor) -> Tensor:
                 pieces = [t.view(s) for t, s in zip(flat.split(sizes), shapes)]
                 vecs = [pieces[i] for i, p in enumerate(params) if id(p) in index]
                 prods = torch.autograd.grad(used_grads, used_params, vecs, retain_graph=True, allow_unused=True)
@@ -303,7 +312,22 @@ class CurvatureEngine:
                     ]
                 ).detach()
 
+            failures: list[Exception] = []
+
+            def hvp(flat: Tensor) -> Tensor:
+                if combine is None:
+                    return local_hvp(flat)
+                try:
+                    product = local_hvp(flat) if not failures else torch.full_like(flat, float("nan"))
+                except Exception as err:  # noqa: BLE001 - passed on as NaN, raised below
+                    failures.append(err)
+                    product = torch.full_like(flat, float("nan"))
+                return combine(product)
+
             start = torch.randn(sum(sizes), generator=self.generator, dtype=torch.float64)
             start = start.to(device=params[0].device, dtype=params[0].dtype)
             solve = lanczos_max_eigenvalue if settings.method == "lanczos" else power_max_eigenvalue
-            return solve(hvp, start, max_iter=settings.max_iter, rtol=settings.rtol, atol=settings.atol)
+            result = solve(hvp, start, max_iter=settings.max_iter, rtol=settings.rtol, atol=settings.atol)
+            if failures:
+                raise failures[0]
+            return result

@@ -70,6 +70,8 @@ def lanczos_max_eigenvalue(
     for k in range(max_iter):
         w = apply(basis[k])
         alpha = float(torch.dot(w.double(), basis[k].double()))
+        if not math.isfinite(alpha):
+            return EigenResult(math.nan, k + 1, False, math.nan)
         alphas.append(alpha)
         # full reorthogonalisation against every basis vector (twice is enough, Kahan-Parlett)
         stacked = torch.stack(basis)

@@ -45,11 +45,12 @@ from torch import Tensor, nn
 from .curvature import CapturedBatch, DiagKind, EigenSettings
 from .eigen import EigenResult
 from .individual_losses import share_scale
+from .moments import Moments
 from .per_sample import layer_slopes
 from .records import Histogram1d, Histogram2d
 from .reduce import LayerRequest, reduce_layer
 
-__all__ = ["Histogram2dSpec", "HistogramSpec", "Needs", "StepStatistics"]
+__all__ = ["GlobalTotals", "Histogram2dSpec", "HistogramSpec", "Needs", "StepStatistics"]
 
 PER_SAMPLE_REUSE = (
     "per-sample gradients came from more than one backward call or module use in this step "
@@ -167,6 +168,25 @@ class LayerIO:
 
 
 @dataclass
+class GlobalTotals:
+    """Sums over the global batch of a data-parallel step (filled in by :mod:`cockpit_log.distributed`).
+
+    Where a single process reads its per-sample vectors, a data-parallel step reads these totals;
+    the element-wise statistics and histograms are replaced in place by their global sums.
+    """
+
+    batch_size: int
+    #: ``sum_n ||g_n,p||^2`` per parameter
+    sq_norms: dict[str, float] = field(default_factory=dict)
+    #: ``sum_n (g_n^T g_B)^2`` with the global ``g_B``
+    dot_sq: float | None = None
+    losses: Moments | None = None
+    end_slopes: Moments | None = None
+    #: individual losses and (unnormalised) slopes of the previous step, Alpha's start point
+    start: tuple[Moments, Moments] | None = None
+
+
+@dataclass
 class StepStatistics:
     """Everything measured at one step ``t`` (parameters ``theta_t``, batch ``B_t``)."""
 
@@ -197,6 +217,14 @@ class StepStatistics:
     batch: CapturedBatch | None = None
     #: why a curvature computation failed, by ``"diagonals"`` / ``"eigen"``
     curvature_problems: dict[str, str] = field(default_factory=dict)
+    #: data-parallel step: per-sample dots wait for the averaged gradient (see ``cockpit_log.distributed``)
+    distributed: bool = False
+    #: global sums of a data-parallel step, once reduced
+    totals: GlobalTotals | None = None
+    #: why no records are written at this step (data-parallel steps with uneven local batches)
+    skip_reason: str | None = None
+    #: data-parallel runs with rank diagnostics: local values of every process, by name
+    rank_values: dict[str, list[float]] = field(default_factory=dict)
 
     # ------------------------------------------------------------------ backward pass
     def add_layer(self, module: nn.Module, inputs: tuple[Tensor, ...], delta: Tensor, names: dict[str, str]) -> None:
@@ -239,7 +267,7 @@ class StepStatistics:
         h, h2 = needs.hist, needs.hist2d
         return LayerRequest(
             norms=needs.sample_sq_norms or needs.centered_sq,
-            dots=needs.sample_dots,
+            dots=needs.sample_dots and not self.distributed,
             second_moment=needs.second_moment,
             centered=needs.centered_sq_elementwise,
             hist=(h.low, h.high, h.bins) if h is not None else None,
@@ -254,14 +282,22 @@ class StepStatistics:
         Uses the layer inputs and output gradients kept during backward and the parameters
         ``theta_t`` saved before the update; frees them afterwards.
         """
+        total = self.slopes(direction, self.params_before)
+        self.layer_io.clear()
+        return total
+
+    def slopes(self, direction: Mapping[str, Tensor], params: Mapping[str, Tensor]) -> Tensor | None:
+        """``direction^T g_n`` for every sample, from the kept layer inputs and output gradients.
+
+        ``params`` are the parameter values of this step's forward pass (by model name).
+        """
         total: Tensor | None = None
         for io in self.layer_io:
             local_dir = {n: direction[full] for n, full in io.names.items()}
-            params = {n: self.params_before[full] for n, full in io.names.items()}
-            slopes = layer_slopes(io.module, io.inputs, io.delta, params, local_dir)
+            local_params = {n: params[full] for n, full in io.names.items()}
+            slopes = layer_slopes(io.module, io.inputs, io.delta, local_params, local_dir)
             slopes = slopes * (share_scale(io.delta.shape[0]) / self.grad_scale)
             total = slopes if total is None else total + slopes
-        self.layer_io.clear()
         return total
 
     # ------------------------------------------------------------------ network-wide views
@@ -301,8 +337,40 @@ class StepStatistics:
     def centered_sq_total(self) -> float:
         """``sum_n ||g_n - g_B||^2 = sum_n ||g_n||^2 - B ||g_B||^2`` (float64; rounding below zero gives 0)."""
         batch = self.batch_size or 0
-        total = float(self.sample_sq_norms().sum()) - batch * self.batch_grad_sq_norm()
+        total = self.sq_norm_total() - batch * self.batch_grad_sq_norm()
         return max(total, 0.0)
+
+    def sq_norm_total(self, name: str | None = None) -> float:
+        """``sum_n ||g_n||^2`` of one parameter block, or network-wide (float64)."""
+        if self.totals is not None:
+            return self.totals.sq_norms[name] if name is not None else float(sum(self.totals.sq_norms.values()))
+        if name is None:
+            return float(self.sample_sq_norms().sum())
+        return float(_f64(self.params[name].sample_sq_norms).sum())
+
+    def dot_sq_total(self) -> float:
+        """``sum_n (g_n^T g_B)^2`` (float64)."""
+        if self.totals is not None:
+            if self.totals.dot_sq is None:
+                raise KeyError("statistic missing")
+            return self.totals.dot_sq
+        return float(self.sample_dots().square().sum())
+
+    def loss_moments(self) -> Moments | None:
+        """Mean and variance of the individual losses ``l_n`` of this step's batch, if captured."""
+        if self.totals is not None:
+            return self.totals.losses
+        return Moments.of(self.individual_losses) if self.individual_losses is not None else None
+
+    def end_slope_moments(self) -> Moments | None:
+        """Moments of ``s^T g_n`` along the previous step's update ``s`` (Alpha's end point)."""
+        if self.totals is not None:
+            return self.totals.end_slopes
+        return Moments.of(self.end_slopes) if self.end_slopes is not None else None
+
+    def start_slope_moments(self) -> Moments | None:
+        """Moments of ``s^T g_n`` along this step's own update ``s`` (Alpha's start point), local batch."""
+        return Moments.of(self.start_slopes_value) if self.start_slopes_value is not None else None
 
     def elementwise(self) -> tuple[Tensor, Tensor]:
         """``(g_B, sum_n (g_n - g_B)^2)`` over all parameter elements, concatenated (float64)."""
@@ -348,11 +416,6 @@ class StepStatistics:
         """``sum_n g_n,p^2`` elementwise for parameter ``p`` (float64)."""
         return _f64(self.params[name].second_moment)
 
-    def second_moment_total(self, name: str | None = None) -> float:
-        """``sum_n ||g_n||^2`` of one parameter block, or network-wide (float64)."""
-        if name is None:
-            return float(self.sample_sq_norms().sum())
-        return float(_f64(self.params[name].sample_sq_norms).sum())
 
 
 def _f64(t: Tensor | None) -> Tensor:

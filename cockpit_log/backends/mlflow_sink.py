@@ -272,7 +272,8 @@ class MLflowSink:
         """Log the cockpit's settings as params ``cockpit/<name>`` (called by the cockpit; may be called again).
 
         Reads ``quantities`` (list of quantity descriptions), ``schedule``, ``optimizer``, ``lr``,
-        ``batch_size``, ``num_params``, ``model``, ``automatic``, ``cockpit_log_version``; missing or
+        ``batch_size``, ``num_params``, ``model``, ``automatic``, ``cockpit_log_version``, ``world_size``
+        (processes of a data-parallel run; ``batch_size`` is then the global batch); missing or
         ``None`` entries are left out. MLflow params cannot change: a later call adds new names
         only, and a changed value is not logged again.
         """
@@ -288,6 +289,7 @@ class MLflowSink:
             "model": "model",
             "automatic": "automatic",
             "cockpit_log_version": "version",
+            "world_size": "world_size",
         }
         new: dict[str, str] = {}
         for src, name in names.items():

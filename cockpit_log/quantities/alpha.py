@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import math
 
-import numpy as np
-
+from ..moments import Moments
 from ..records import Record
 from ..statistics import Needs, StepStatistics
 from . import equations as eq
@@ -34,7 +33,7 @@ class Alpha(Quantity):
 
     def __init__(self, schedule=None) -> None:  # noqa: ANN001 - see Quantity
         super().__init__(schedule)
-        self._start: tuple[int, float, np.ndarray, np.ndarray] | None = None
+        self._start: tuple[int, float, Moments, Moments] | None = None
 
     def needs_at(self, step: int) -> Needs:
         return Needs(losses=True, keep_layer_io=True, params_before=True)
@@ -42,21 +41,25 @@ class Alpha(Quantity):
     def needs_as_end(self, step: int) -> Needs:
         return Needs(losses=True, end_slopes=True)
 
-    def _observations(self, stats: StepStatistics, slopes, length: float) -> tuple[np.ndarray, np.ndarray] | str:  # noqa: ANN001
-        if stats.individual_losses is None:
+    def _observations(
+        self, losses: Moments | None, slopes: Moments | None, length: float
+    ) -> tuple[Moments, Moments] | str:
+        if losses is None:
             return "no individual losses were captured"
         if slopes is None:
             return "no backward pass through the model was observed"
-        losses = eq.to_numpy(stats.individual_losses)
-        if losses.shape[0] < 2:
+        if losses.count < 2:
             return eq.NEED_TWO
-        return losses, eq.to_numpy(slopes) / length
+        return losses, slopes.scaled(1.0 / length)
 
     def compute(self, stats: StepStatistics) -> list[Record]:
         records: list[Record] = []
         if self._start is not None and self._start[0] == stats.step - 1:
             start_step, length, losses_0, slopes_0 = self._start
-            obs = self._observations(stats, stats.end_slopes, length)
+            if stats.totals is not None and stats.totals.start is not None:
+                # data-parallel: the start point's moments over the global batch, reduced at this step
+                losses_0, slopes_0 = stats.totals.start[0], stats.totals.start[1].scaled(1.0 / length)
+            obs = self._observations(stats.loss_moments(), stats.end_slope_moments(), length)
             if isinstance(obs, str):
                 records.append(nan_record(start_step, self.name, f"at the end point: {obs}"))
             else:
@@ -78,7 +81,7 @@ class Alpha(Quantity):
             return "the optimizer did not move the parameters (zero update)"
         if not math.isfinite(length):
             return "the update is not finite"
-        obs = self._observations(stats, stats.start_slopes_value, length)
+        obs = self._observations(stats.loss_moments(), stats.start_slope_moments(), length)
         if isinstance(obs, str):
             return obs
         self._start = (stats.step, length, *obs)

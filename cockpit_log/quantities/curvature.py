@@ -91,11 +91,11 @@ class TICTrace(_DiagonalQuantity):
         for n, d in diag.items():
             trace = float(d.sum())
             if trace != 0 and n in stats.params:
-                per[n] = stats.second_moment_total(n) / batch / trace
+                per[n] = stats.sq_norm_total(n) / batch / trace
         trace = float(sum(float(d.sum()) for d in diag.values()))
         if trace == 0:
             return [Record(stats.step, self.name, math.nan, per, reason="the curvature trace is zero")]
-        return [Record(stats.step, self.name, stats.second_moment_total() / batch / trace, per)]
+        return [Record(stats.step, self.name, stats.sq_norm_total() / batch / trace, per)]
 
 
 class TICDiag(_DiagonalQuantity):

@@ -13,6 +13,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from ..moments import Moments
+
 __all__ = [
     "alpha_from_fit",
     "cabs",
@@ -51,21 +53,27 @@ def norm_test(batch: int, centered_sq_total: float, grad_sq: float) -> Result:
     return math.sqrt(max(centered_sq_total, 0.0) / (batch * (batch - 1) * grad_sq)), None
 
 
-def inner_test(batch: int, dots: Tensor, grad_sq: float) -> Result:
-    """InnerTest, eq. (21c): ``sqrt( (sum_n (g_n^T g_B)^2 / ||g_B||^4 - B) / (B (B-1)) )``."""
+def inner_test(batch: int, dot_sq_total: float, grad_sq: float) -> Result:
+    """InnerTest, eq. (21c): ``sqrt( (sum_n (g_n^T g_B)^2 / ||g_B||^4 - B) / (B (B-1)) )``.
+
+    ``dot_sq_total`` is ``sum_n (g_n^T g_B)^2``.
+    """
     reason = _check(batch, grad_sq)
     if reason:
         return math.nan, reason
-    s = float(dots.square().sum() / grad_sq**2) - batch
+    s = dot_sq_total / grad_sq**2 - batch
     return math.sqrt(max(s, 0.0) / (batch * (batch - 1))), None
 
 
-def ortho_test(batch: int, sq_norms: Tensor, dots: Tensor, grad_sq: float) -> Result:
-    """OrthoTest, eq. (24b): ``sqrt( sum_n (||g_n||^2/||g_B||^2 - (g_n^T g_B)^2/||g_B||^4) / (B (B-1)) )``."""
+def ortho_test(batch: int, sq_norm_total: float, dot_sq_total: float, grad_sq: float) -> Result:
+    """OrthoTest, eq. (24b): ``sqrt( sum_n (||g_n||^2/||g_B||^2 - (g_n^T g_B)^2/||g_B||^4) / (B (B-1)) )``.
+
+    ``sq_norm_total`` is ``sum_n ||g_n||^2`` and ``dot_sq_total`` is ``sum_n (g_n^T g_B)^2``.
+    """
     reason = _check(batch, grad_sq)
     if reason:
         return math.nan, reason
-    s = float((sq_norms / grad_sq - dots.square() / grad_sq**2).sum())
+    s = sq_norm_total / grad_sq - dot_sq_total / grad_sq**2
     return math.sqrt(max(s, 0.0) / (batch * (batch - 1))), None
 
 
@@ -111,16 +119,12 @@ def cabs(batch: int, centered_sq_total: float, loss: float, lr: float | None) ->
     return lr * centered_sq_total / batch / loss, None
 
 
-def _sample_var(x: np.ndarray) -> float:
-    return float(np.var(x, ddof=1))
-
-
 def fit_quadratic(
     step_length: float,
-    losses_0: np.ndarray,
-    slopes_0: np.ndarray,
-    losses_1: np.ndarray,
-    slopes_1: np.ndarray,
+    losses_0: Moments | np.ndarray,
+    slopes_0: Moments | np.ndarray,
+    losses_1: Moments | np.ndarray,
+    slopes_1: Moments | np.ndarray,
 ) -> np.ndarray:
     """Maximum-likelihood quadratic ``f(tau) = w0 + w1 tau + w2 tau^2``, eq. (8)-(9).
 
@@ -128,12 +132,14 @@ def fit_quadratic(
     are the mean losses and mean slopes at both points, and the noise matrix ``Lambda`` holds the
     sample variances (``ddof=1``) of the individual losses and slopes. Observations with zero
     variance are exact: they become equality constraints, the limit of eq. (9) as their variance
-    goes to 0 (all four exact: ordinary least squares).
+    goes to 0 (all four exact: ordinary least squares). Each observation is given by its values
+    or by their :class:`~cockpit_log.moments.Moments` (what a data-parallel run reduces).
     """
+    obs = [o if isinstance(o, Moments) else Moments.of(o) for o in (losses_0, losses_1, slopes_0, slopes_1)]
     t2 = step_length
     phi_t = np.array([[1.0, 0.0, 0.0], [1.0, t2, t2**2], [0.0, 1.0, 0.0], [0.0, 1.0, 2 * t2]])
-    f = np.array([losses_0.mean(), losses_1.mean(), slopes_0.mean(), slopes_1.mean()])
-    var = np.array([_sample_var(losses_0), _sample_var(losses_1), _sample_var(slopes_0), _sample_var(slopes_1)])
+    f = np.array([o.mean for o in obs])
+    var = np.array([o.var for o in obs])
     exact = var == 0
     if not exact.any():
         w = 1.0 / var

@@ -31,7 +31,7 @@ class InnerTest(PerSampleScalar):
         return Needs(sample_dots=True)
 
     def _result(self, stats: StepStatistics) -> eq.Result:
-        return eq.inner_test(stats.batch_size or 0, stats.sample_dots(), stats.batch_grad_sq_norm())
+        return eq.inner_test(stats.batch_size or 0, stats.dot_sq_total(), stats.batch_grad_sq_norm())
 
 
 class OrthoTest(PerSampleScalar):
@@ -44,5 +44,5 @@ class OrthoTest(PerSampleScalar):
 
     def _result(self, stats: StepStatistics) -> eq.Result:
         return eq.ortho_test(
-            stats.batch_size or 0, stats.sample_sq_norms(), stats.sample_dots(), stats.batch_grad_sq_norm()
+            stats.batch_size or 0, stats.sq_norm_total(), stats.dot_sq_total(), stats.batch_grad_sq_norm()
         )
