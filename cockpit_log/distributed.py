@@ -219,10 +219,11 @@ def reduce_step(
     eigen_problem = stats.curvature_problems.get("eigen") if needs.max_ev is not None else None
     g64 = {n: grads[n].detach().reshape(-1).to(torch.float64) for n in names}
 
-    grad_dot = 0.0
+    # (values stay on the device until the one all-reduce: no host sync per tensor)
+    grad_dot: Tensor | float = 0.0
     if needs.per_sample and per_sample_problem is None:
-        grad_dot = b * float(sum(torch.dot(_f64(stats.params[n].batch_grad), g64[n]) for n in stats.params))
-    header = {
+        grad_dot = b * sum(torch.dot(_f64(stats.params[n].batch_grad), g64[n]) for n in stats.params)
+    header: dict[str, Tensor | float] = {
         "ranks": 1.0,
         "batch": b,
         "batch_sq": b * b,
@@ -235,10 +236,11 @@ def reduce_step(
         "start_missing": float(needs.end_slopes and carry is None),
         "grad_dot": grad_dot,
     }
-    pack.add("header", [header[k] for k in HEADER], len(HEADER))
+    values = [torch.as_tensor(header[k], dtype=torch.float64).to(device) for k in HEADER]
+    pack.add("header", torch.stack(values), len(HEADER))
 
     if needs.losses:
-        pack.add("loss", [b * float(stats.loss)] if stats.loss is not None else None, 1)
+        pack.add("loss", b * stats.loss.detach() if stats.loss is not None else None, 1)
         pack.add("losses", _moments(stats.loss_moments()), PACKED_SIZE)
     if needs.end_slopes:
         pack.add("end", _moments(stats.end_slope_moments()), PACKED_SIZE)
@@ -249,16 +251,16 @@ def reduce_step(
     local = stats.params
     if needs.per_sample:
         if needs.sample_sq_norms or needs.centered_sq:
-            sq = [float(_f64(local[n].sample_sq_norms).sum()) for n in names] if ok else None
+            sq = torch.stack([_f64(local[n].sample_sq_norms).sum() for n in names]) if ok else None
             pack.add("sq_norms", sq, len(names))
         if needs.sample_dots:
-            dots = None
+            dots: Tensor | None = None
             if ok:
                 current = {n: p.detach() for n, p in params.items()}
                 slopes = stats.slopes({n: grads[n].detach() for n in names}, current)
                 if slopes is not None:
                     d = slopes.to(torch.float64)
-                    dots = [float(d.square().sum()), float(d.sum())]
+                    dots = torch.stack([d.square().sum(), d.sum()])
             pack.add("dots", dots, 2)
         for n in names:
             st = local.get(n) if ok else None

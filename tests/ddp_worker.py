@@ -75,6 +75,8 @@ def main() -> None:
     parser.add_argument("--experiment", default=None)
     parser.add_argument("--rank-diagnostics", action="store_true")
     parser.add_argument("--no-distributed", action="store_true", help="each process reads its local batch")
+    parser.add_argument("--explicit", action="store_true", help="the explicit API (ck.backward / ck.step)")
+    parser.add_argument("--clip", action="store_true", help="clip the gradient norm to 1e-3 before each step")
     args = parser.parse_args()
     torch.set_num_threads(1)
 
@@ -101,12 +103,22 @@ def main() -> None:
         sink_options=options,
         rank_diagnostics=args.rank_diagnostics,
         distributed=False if args.no_distributed else None,
+        automatic=not args.explicit,
     )
     for step in range(args.steps):
         xb, yb = batches(x, y, step, args.rank, world, args.uneven, args.steps)
         opt.zero_grad()
-        loss_fn(net(xb), yb).backward()
+        if args.explicit:
+            losses = nn.functional.cross_entropy(net(xb), yb, reduction="none")
+            with ck.backward(losses, batch=(xb, yb)):
+                losses.mean().backward()
+        else:
+            loss_fn(net(xb), yb).backward()
+        if args.clip:
+            torch.nn.utils.clip_grad_norm_(net.parameters(), 1e-3)
         opt.step()
+        if args.explicit:
+            ck.step()
     ck.close()
     result = {
         "records": ck.records,

@@ -21,6 +21,7 @@ import pytest
 import torch
 from mlflow_server import MlflowServer, free_port, mlflow_server_fixture  # noqa: F401
 
+import cockpit_log
 from cockpit_log.records import Histogram1d, Histogram2d, Record
 
 WORKER = Path(__file__).with_name("ddp_worker.py")
@@ -151,11 +152,11 @@ def test_rank_zero_alone_logs_one_mlflow_run(mlflow_server: MlflowServer, tmp_pa
     exp = client.get_experiment_by_name(experiment)
     assert exp is not None, rank0["log"]
     runs = client.search_runs([exp.experiment_id])
-    assert len(runs) == 1
+    assert len(runs) == 1, rank0["log"]
     run_id = runs[0].info.run_id
     losses = {m.step: m.value for m in client.get_metric_history(run_id, "cockpit/loss")}
     mine = {r.step: r.value for r in rank0["records"] if r.quantity == "Loss"}
-    assert losses == pytest.approx(mine, rel=1e-12) and sorted(losses) == [0, 1, 2]
+    assert losses == pytest.approx(mine, rel=1e-12) and sorted(losses) == [0, 1, 2], rank0["log"]
     # per-process diagnostics under a rank prefix: equal local batches, so the mean is the global loss
     per_rank = [
         {m.step: m.value for m in client.get_metric_history(run_id, f"cockpit/rank{k}/loss")} for k in range(2)
@@ -166,3 +167,33 @@ def test_rank_zero_alone_logs_one_mlflow_run(mlflow_server: MlflowServer, tmp_pa
     assert [m.value for m in sizes] == [6.0, 6.0, 6.0]
     assert runs[0].data.params["cockpit/world_size"] == "2"
     assert rank1["sinks"] == 0
+
+
+def test_explicit_api_reads_the_global_batch_too(tmp_path: Path) -> None:
+    single = launch(tmp_path / "single", "mlp", 1)[0]
+    rank0, _ = launch(tmp_path / "ddp", "mlp", 2, "--explicit")
+    assert_same_records(rank0["records"], single["records"])
+
+
+def test_clipped_gradient_is_detected_not_misread(tmp_path: Path) -> None:
+    """After clipping, param.grad is no longer the mean of the per-sample gradients: NaN with the reason."""
+    rank0, _ = launch(tmp_path / "ddp", "mlp", 2, "--clip", steps=2)
+    by = {(r.step, r.quantity): r for r in rank0["records"]}
+    for name in ("NormTest", "InnerTest", "OrthoTest", "MeanGSNR", "GradHist1d"):
+        rec = by[(0, name)]
+        assert rec.is_scalar and math.isnan(rec.value) and "clipped or rescaled" in (rec.reason or ""), name
+    assert by[(0, "GradNorm")].value == pytest.approx(1e-3, rel=1e-4)  # what the optimizer applied
+    assert not math.isnan(by[(0, "HessTrace")].value) and not math.isnan(by[(0, "Loss")].value)
+
+
+def test_example_runs_under_torchrun(tmp_path: Path) -> None:
+    example = Path(__file__).resolve().parents[1] / "examples" / "ddp_cpu.py"
+    cmd = [
+        *(sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--master-port", str(free_port())),
+        *(str(example), "--steps", "8", "--run-dir", str(tmp_path / "run")),
+    ]
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=TIMEOUT, cwd=tmp_path)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "8 steps on 2 process(es), global batch 64" in done.stdout
+    records = [r for r in cockpit_log.read(tmp_path / "run") if r.quantity == "Loss"]
+    assert [r.step for r in records] == list(range(8))
