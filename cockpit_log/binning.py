@@ -23,6 +23,7 @@ at or above ``high`` (``high`` itself and everything above: split later into the
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 from torch import Tensor
 
@@ -147,6 +148,17 @@ def _per_sample_search(sorted_a: Tensor, sample: Tensor, values: Tensor, right: 
     return found[sample, pos]
 
 
+def _sorted_rows(a: Tensor) -> Tensor:
+    """``a`` sorted along its last dimension; numpy's vectorised sort is several times faster than
+    ``torch.sort`` on CPU (the values, hence every count, are the same)."""
+    if a.dtype in (torch.float32, torch.float64) and not a.requires_grad:
+        try:
+            return torch.from_numpy(np.sort(a.contiguous().numpy(), axis=-1))
+        except (RuntimeError, TypeError):  # a tensor numpy cannot view
+            pass
+    return torch.sort(a, dim=-1).values.contiguous()
+
+
 def outer_counts(d: Tensor, a: Tensor, low: float, high: float, bins: int) -> tuple[Tensor, Tensor] | None:
     """Category counts ``[bins + 3]`` and ``#(> high)`` of all ``d[n, i] * a[n, k]`` without forming them.
 
@@ -171,7 +183,7 @@ def outer_counts(d: Tensor, a: Tensor, low: float, high: float, bins: int) -> tu
     # ~20 per row, ~12 per binary search
     if 50 * a.numel() + 20 * d.numel() + 12 * total > d.numel() * width:
         return None
-    sorted_a = torch.sort(a, dim=1).values.contiguous()
+    sorted_a = _sorted_rows(a)
     counts = torch.bincount(cat_hi, minlength=bins + 3) * width  # each row: all its elements at its top category
     d_flat = d.reshape(-1)
     if total:
