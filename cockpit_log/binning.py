@@ -202,7 +202,7 @@ def edge_counts(edges: Tensor, v: Tensor, low: float, high: float) -> Tensor:
     ``[low, high]`` (possibly rounded to a lower precision), from the bin arithmetic checked against the
     edges themselves: exact, and without a binary search per value."""
     bins = edges.numel() - 1
-    est = torch.floor((v.to(torch.float64) - low) * (bins / (high - low))).add_(1)
+    est = torch.sub(v, low).mul_(bins / (high - low)).floor_().add_(1)  # within one of the answer
     k = torch.nan_to_num_(est.clamp_(0, bins + 1), nan=float(bins + 1)).to(torch.int64)
     nan = torch.full((1,), float("nan"), dtype=edges.dtype)  # compares false: k stays within 0..bins + 1
     ext = torch.cat([nan, edges, nan])  # ext[k] = edges[k - 1]: k is right when ext[k] <= v < ext[k + 1]
@@ -233,11 +233,12 @@ def outer_counts(d: Tensor, a: Tensor, low: float, high: float, bins: int) -> tu
     be cheaper than the dense pass (rows spanning many bins), or for non-finite input.
     """
     batch, width = a.shape
-    if not (bool(torch.isfinite(a).all()) and bool(torch.isfinite(d).all())):
-        return None
     dtype = torch.promote_types(d.dtype, a.dtype)
     d, a = d.to(dtype), a.to(dtype)
     amin, amax = (t.unsqueeze(1) for t in torch.aminmax(a, dim=1))
+    # min and max are NaN or infinite exactly when some value is: one pass each instead of isfinite
+    if not bool(torch.isfinite(torch.cat([amin, amax, torch.stack(torch.aminmax(d)).view(-1, 1)])).all()):
+        return None
     lo = torch.minimum(d * amin, d * amax)
     hi = torch.maximum(d * amin, d * amax)
     edges = torch.linspace(low, high, bins + 1, dtype=torch.float64).to(dtype)
