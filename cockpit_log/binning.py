@@ -23,6 +23,9 @@ at or above ``high`` (``high`` itself and everything above: split later into the
 
 from __future__ import annotations
 
+import math
+import threading
+
 import numpy as np
 import torch
 from torch import Tensor
@@ -37,6 +40,7 @@ __all__ = [
     "fold_2d",
     "nested_factor",
     "outer_counts",
+    "scratch",
     "theta_categories",
 ]
 
@@ -46,19 +50,50 @@ def _scale(low: float, high: float, bins: int) -> tuple[float, float]:
     return c, -low * c
 
 
-def dense_categories(x: Tensor, low: float, high: float, bins: int) -> Tensor:
-    """Category (see the module docstring) of every value of ``x``, as int32 of ``x``'s shape."""
+_scratch_state = threading.local()
+
+
+def scratch(name: str, shape: tuple[int, ...], dtype: torch.dtype, device: torch.device) -> Tensor:
+    """A reused work buffer of ``shape`` and ``dtype``, one per name and thread.
+
+    Fresh large buffers cost page faults on every step; the binning passes write their intermediates
+    here instead. The contents are valid until the next request of the same name in the same thread.
+    """
+    store: dict[str, Tensor] = _scratch_state.__dict__.setdefault("buffers", {})
+    n = math.prod(shape)
+    buf = store.get(name)
+    if buf is None or buf.dtype != dtype or buf.device != device or buf.numel() < n:
+        buf = torch.empty(max(n, 1), dtype=dtype, device=device)
+        store[name] = buf
+    return buf[:n].view(shape)
+
+
+def dense_categories(x: Tensor, low: float, high: float, bins: int, reuse: bool = False) -> Tensor:
+    """Category (see the module docstring) of every value of ``x``, as int32 of ``x``'s shape.
+
+    ``reuse=True`` writes into this thread's work buffers (see :func:`scratch`): the result is valid
+    until the next such call.
+    """
     c, off = _scale(low, high, bins)
-    v = torch.mul(x, c).add_(off).clamp_(-1, bins).add_(1)
-    return torch.nan_to_num_(v, nan=float(bins + 2)).to(torch.int32)
+    if not reuse:
+        v = torch.mul(x, c).add_(off).clamp_(-1, bins).add_(1)
+        return torch.nan_to_num_(v, nan=float(bins + 2)).to(torch.int32)
+    v = torch.mul(x, c, out=scratch("values", x.shape, x.dtype, x.device)).add_(off).clamp_(-1, bins).add_(1)
+    torch.nan_to_num_(v, nan=float(bins + 2))
+    return scratch("categories", x.shape, torch.int32, x.device).copy_(v)  # the same truncating cast as ``.to``
 
 
-def count_above(x: Tensor, high: float) -> Tensor:
-    """``#(x > high)``; on CPU the comparison pass runs only when some value reaches ``high`` (or is NaN)."""
+def count_above(x: Tensor, high: float, reuse: bool = False) -> Tensor:
+    """``#(x > high)``; on CPU the comparison pass runs only when some value reaches ``high`` (or is NaN).
+
+    ``reuse=True`` writes the comparison into a work buffer (see :func:`scratch`).
+    """
     if x.device.type == "cpu" and x.numel():
         top = x.max()  # NaN if any value is NaN
         if bool(top < high):
             return torch.zeros((), dtype=torch.int64)
+    if reuse:
+        return torch.count_nonzero(torch.gt(x, high, out=scratch("above", x.shape, torch.bool, x.device)))
     return torch.count_nonzero(x > high)
 
 

@@ -76,3 +76,21 @@ def test_outer_counts_on_relu_inputs_match_numpy(seed: int) -> None:
     counts, above = result
     np.testing.assert_array_equal(counts.numpy(), expected)
     assert int(above) == int((x > high).sum())
+
+
+def test_categories_in_reused_buffers_equal_fresh_ones_and_match_numpy() -> None:
+    gen = np.random.default_rng(7)
+    for size in (1000, 300, 5000):  # the buffers shrink and grow between calls
+        x = torch.from_numpy((gen.standard_normal(size) * 2).astype(np.float32))
+        x[:3] = torch.tensor([float("nan"), 1.0, -1.0])
+        fresh = binning.dense_categories(x, -1.0, 1.0, 100)
+        reused = binning.dense_categories(x, -1.0, 1.0, 100, reuse=True)
+        assert torch.equal(fresh, reused)
+        above = binning.count_above(x, 0.5, reuse=True)
+        assert int(above) == int(np.nansum(x.numpy() > 0.5))
+        counts = torch.bincount(reused, minlength=103)
+        hist, extra = binning.fold(counts, binning.count_above(x, 1.0), 100)
+        finite = x.numpy()[~np.isnan(x.numpy())]
+        expected = np.histogram(np.clip(finite, -1.0, 1.0), np.linspace(-1.0, 1.0, 101))[0]
+        np.testing.assert_array_equal(hist.numpy(), expected)
+        assert extra.tolist() == [int((finite < -1).sum()), int((finite > 1).sum()), 1]
