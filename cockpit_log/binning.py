@@ -23,6 +23,10 @@ at or above ``high`` (``high`` itself and everything above: split later into the
 
 from __future__ import annotations
 
+import math
+import threading
+
+import numpy as np
 import torch
 from torch import Tensor
 
@@ -36,6 +40,7 @@ __all__ = [
     "fold_2d",
     "nested_factor",
     "outer_counts",
+    "scratch",
     "theta_categories",
 ]
 
@@ -45,19 +50,50 @@ def _scale(low: float, high: float, bins: int) -> tuple[float, float]:
     return c, -low * c
 
 
-def dense_categories(x: Tensor, low: float, high: float, bins: int) -> Tensor:
-    """Category (see the module docstring) of every value of ``x``, as int32 of ``x``'s shape."""
+_scratch_state = threading.local()
+
+
+def scratch(name: str, shape: tuple[int, ...], dtype: torch.dtype, device: torch.device) -> Tensor:
+    """A reused work buffer of ``shape`` and ``dtype``, one per name and thread.
+
+    Fresh large buffers cost page faults on every step; the binning passes write their intermediates
+    here instead. The contents are valid until the next request of the same name in the same thread.
+    """
+    store: dict[str, Tensor] = _scratch_state.__dict__.setdefault("buffers", {})
+    n = math.prod(shape)
+    buf = store.get(name)
+    if buf is None or buf.dtype != dtype or buf.device != device or buf.numel() < n:
+        buf = torch.empty(max(n, 1), dtype=dtype, device=device)
+        store[name] = buf
+    return buf[:n].view(shape)
+
+
+def dense_categories(x: Tensor, low: float, high: float, bins: int, reuse: bool = False) -> Tensor:
+    """Category (see the module docstring) of every value of ``x``, as int32 of ``x``'s shape.
+
+    ``reuse=True`` writes into this thread's work buffers (see :func:`scratch`): the result is valid
+    until the next such call.
+    """
     c, off = _scale(low, high, bins)
-    v = torch.mul(x, c).add_(off).clamp_(-1, bins).add_(1)
-    return torch.nan_to_num_(v, nan=float(bins + 2)).to(torch.int32)
+    if not reuse:
+        v = torch.mul(x, c).add_(off).clamp_(-1, bins).add_(1)
+        return torch.nan_to_num_(v, nan=float(bins + 2)).to(torch.int32)
+    v = torch.mul(x, c, out=scratch("values", x.shape, x.dtype, x.device)).add_(off).clamp_(-1, bins).add_(1)
+    torch.nan_to_num_(v, nan=float(bins + 2))
+    return scratch("categories", x.shape, torch.int32, x.device).copy_(v)  # the same truncating cast as ``.to``
 
 
-def count_above(x: Tensor, high: float) -> Tensor:
-    """``#(x > high)``; on CPU the comparison pass runs only when some value reaches ``high`` (or is NaN)."""
+def count_above(x: Tensor, high: float, reuse: bool = False) -> Tensor:
+    """``#(x > high)``; on CPU the comparison pass runs only when some value reaches ``high`` (or is NaN).
+
+    ``reuse=True`` writes the comparison into a work buffer (see :func:`scratch`).
+    """
     if x.device.type == "cpu" and x.numel():
         top = x.max()  # NaN if any value is NaN
         if bool(top < high):
             return torch.zeros((), dtype=torch.int64)
+    if reuse:
+        return torch.count_nonzero(torch.gt(x, high, out=scratch("above", x.shape, torch.bool, x.device)))
     return torch.count_nonzero(x > high)
 
 
@@ -147,6 +183,84 @@ def _per_sample_search(sorted_a: Tensor, sample: Tensor, values: Tensor, right: 
     return found[sample, pos]
 
 
+class _SortedRows:
+    """The rows of ``a`` sorted, with what every search near zero needs per row.
+
+    ``neg = #(a < 0)``, ``nonpos = #(a <= 0)``, and the gap ``(largest negative, smallest positive)``
+    around zero. A threshold ``t`` strictly inside its row's gap has ``#(a < t)`` and ``#(a <= t)``
+    equal to ``neg`` or ``nonpos`` by its sign alone, with no search: the thresholds ``e / d`` of an
+    edge ``e`` at (or within rounding of) zero, the bulk of the searches of a ReLU network.
+    """
+
+    def __init__(self, a: Tensor) -> None:
+        self.values = _sorted_rows(a)
+        batch = a.shape[0]
+        zero = torch.zeros(batch, 1, dtype=self.values.dtype)
+        self.neg = torch.searchsorted(self.values, zero, right=False).squeeze(1)
+        self.nonpos = torch.searchsorted(self.values, zero, right=True).squeeze(1)
+        inf = torch.full((batch, 1), float("inf"), dtype=self.values.dtype)
+        ext = torch.cat([-inf, self.values, inf], 1)  # ext[:, k + 1] = values[:, k]
+        self.gap_low = ext.gather(1, self.neg.unsqueeze(1)).squeeze(1)
+        self.gap_high = ext.gather(1, (self.nonpos + 1).unsqueeze(1)).squeeze(1)
+
+    def search(self, sample: Tensor, values: Tensor, right: bool) -> Tensor:
+        """``#(row < v)`` (``right=False``) or ``#(row <= v)`` (``right=True``) of row ``sample[m]`` for every
+        ``values[m]`` (``sample`` non-decreasing)."""
+        return self.below(sample, values, torch.full_like(values, not right, dtype=torch.bool))
+
+    def below(self, sample: Tensor, values: Tensor, strict: Tensor) -> Tensor:
+        """``#(row < v)`` where ``strict``, else ``#(row <= v)``, of row ``sample[m]`` for every ``values[m]``
+        (``sample`` non-decreasing)."""
+        if values.numel() == 0:
+            return torch.zeros(0, dtype=torch.int64)
+        low, high = self.gap_low.index_select(0, sample), self.gap_high.index_select(0, sample)
+        inside = (values > low).logical_and_(values < high)
+        # inside the gap: a < t  <=>  a <= 0 if t > 0, a < 0 if t <= 0;  a <= t  <=>  a < 0 if t < 0, a <= 0 if t >= 0
+        upper = torch.where(strict, values <= 0, values < 0)
+        out = torch.where(upper, self.neg.index_select(0, sample), self.nonpos.index_select(0, sample))
+        if not bool(inside.all()):
+            rest = (~inside).nonzero().squeeze(1)
+            r_strict = strict.index_select(0, rest)
+            r_sample, r_values = sample.index_select(0, rest), values.index_select(0, rest)
+            for flag in (True, False):
+                sel = (r_strict == flag).nonzero().squeeze(1)
+                if sel.numel():
+                    found = _per_sample_search(
+                        self.values, r_sample.index_select(0, sel), r_values.index_select(0, sel), right=not flag
+                    )
+                    out.index_copy_(0, rest.index_select(0, sel), found)
+        return out
+
+
+def edge_counts(edges: Tensor, v: Tensor, low: float, high: float) -> Tensor:
+    """``searchsorted(edges, v, right=True)`` (the number of edges ``<= v``) for equal bins ``edges`` of
+    ``[low, high]`` (possibly rounded to a lower precision), from the bin arithmetic checked against the
+    edges themselves: exact, and without a binary search per value."""
+    bins = edges.numel() - 1
+    est = torch.sub(v, low).mul_(bins / (high - low)).floor_().add_(1)  # within one of the answer
+    k = torch.nan_to_num_(est.clamp_(0, bins + 1), nan=float(bins + 1)).to(torch.int64)
+    nan = torch.full((1,), float("nan"), dtype=edges.dtype)  # compares false: k stays within 0..bins + 1
+    ext = torch.cat([nan, edges, nan])  # ext[k] = edges[k - 1]: k is right when ext[k] <= v < ext[k + 1]
+    for _ in range(4):
+        down = ext.index_select(0, k) > v
+        up = ext.index_select(0, k + 1) <= v
+        if not bool((down | up).any()):
+            return k
+        k = k - down.to(torch.int64) + up.to(torch.int64)
+    return torch.searchsorted(edges, v, right=True)  # not reached for equal bins; NaN lands here too
+
+
+def _sorted_rows(a: Tensor) -> Tensor:
+    """``a`` sorted along its last dimension; numpy's vectorised sort is several times faster than
+    ``torch.sort`` on CPU (the values, hence every count, are the same)."""
+    if a.dtype in (torch.float32, torch.float64) and not a.requires_grad:
+        try:
+            return torch.from_numpy(np.sort(a.contiguous().numpy(), axis=-1))
+        except (RuntimeError, TypeError):  # a tensor numpy cannot view
+            pass
+    return torch.sort(a, dim=-1).values.contiguous()
+
+
 def outer_counts(d: Tensor, a: Tensor, low: float, high: float, bins: int) -> tuple[Tensor, Tensor] | None:
     """Category counts ``[bins + 3]`` and ``#(> high)`` of all ``d[n, i] * a[n, k]`` without forming them.
 
@@ -154,37 +268,39 @@ def outer_counts(d: Tensor, a: Tensor, low: float, high: float, bins: int) -> tu
     be cheaper than the dense pass (rows spanning many bins), or for non-finite input.
     """
     batch, width = a.shape
-    if not (bool(torch.isfinite(a).all()) and bool(torch.isfinite(d).all())):
-        return None
     dtype = torch.promote_types(d.dtype, a.dtype)
     d, a = d.to(dtype), a.to(dtype)
     amin, amax = (t.unsqueeze(1) for t in torch.aminmax(a, dim=1))
+    # min and max are NaN or infinite exactly when some value is: one pass each instead of isfinite
+    if not bool(torch.isfinite(torch.cat([amin, amax, torch.stack(torch.aminmax(d)).view(-1, 1)])).all()):
+        return None
     lo = torch.minimum(d * amin, d * amax)
     hi = torch.maximum(d * amin, d * amax)
     edges = torch.linspace(low, high, bins + 1, dtype=torch.float64).to(dtype)
     # category = number of edges e with x >= e (the top edge included): 0 below low, bins + 1 at/above high
-    cat_lo = torch.searchsorted(edges, lo.reshape(-1), right=True)
-    cat_hi = torch.searchsorted(edges, hi.reshape(-1), right=True)
+    cat_lo = edge_counts(edges, lo.reshape(-1), low, high)
+    cat_hi = edge_counts(edges, hi.reshape(-1), low, high)
     spans = cat_hi - cat_lo
     total = int(spans.sum())
     # cost in units of one element of the dense pass (measured on CPU): sorting ~50 per input value,
     # ~20 per row, ~12 per binary search
     if 50 * a.numel() + 20 * d.numel() + 12 * total > d.numel() * width:
         return None
-    sorted_a = torch.sort(a, dim=1).values.contiguous()
+    rows_a = _SortedRows(a)
     counts = torch.bincount(cat_hi, minlength=bins + 3) * width  # each row: all its elements at its top category
     d_flat = d.reshape(-1)
     if total:
         rows = torch.repeat_interleave(torch.arange(d_flat.numel()), spans)
-        first = torch.cumsum(spans, 0) - spans
-        cat = cat_lo[rows] + 1 + (torch.arange(total) - first[rows])  # boundaries inside each row's range
-        threshold = edges[cat - 1] / d_flat[rows]
+        # boundaries inside each row's range: cat_lo + 1, ..., cat_hi
+        offset = (cat_lo + 1).sub_(torch.cumsum(spans, 0) - spans)
+        cat = torch.arange(total).add_(offset.index_select(0, rows))
+        d_rows = d_flat.index_select(0, rows)
+        threshold = edges.index_select(0, cat - 1) / d_rows
         sample = torch.div(rows, d.shape[1], rounding_mode="floor")
-        positive = d_flat[rows] > 0
-        below = torch.empty(total, dtype=torch.int64)  # elements of the row below the boundary
-        p, n = positive.nonzero().squeeze(1), (~positive).nonzero().squeeze(1)
-        below[p] = _per_sample_search(sorted_a, sample[p], threshold[p], right=False)
-        below[n] = width - _per_sample_search(sorted_a, sample[n], threshold[n], right=True)
+        positive = d_rows > 0
+        # elements of the row below the boundary: #(a < t) for d > 0, #(a > t) = width - #(a <= t) for d < 0
+        found = rows_a.below(sample, threshold, positive)
+        below = torch.where(positive, found, width - found)
         counts.index_add_(0, cat - 1, below)
         counts.index_add_(0, cat, -below)
     hi_flat = hi.reshape(-1)
@@ -200,7 +316,7 @@ def outer_counts(d: Tensor, a: Tensor, low: float, high: float, bins: int) -> tu
         p, n = pos.nonzero().squeeze(1), (~pos).nonzero().squeeze(1)
         above = (
             above
-            + (width - _per_sample_search(sorted_a, sample[p], t[p], right=True)).sum()
-            + _per_sample_search(sorted_a, sample[n], t[n], right=False).sum()
+            + (width - rows_a.search(sample[p], t[p], right=True)).sum()
+            + rows_a.search(sample[n], t[n], right=False).sum()
         )
     return counts, above

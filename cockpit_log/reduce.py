@@ -104,19 +104,19 @@ class _ElementPass:
             self.centered += (c * c).sum(0)
         fine = None
         if hist and req.hist is not None:
-            fine = binning.dense_categories(g, *req.hist)
+            fine = binning.dense_categories(g, *req.hist, reuse=True)
             counts = torch.bincount(fine.reshape(-1), minlength=req.hist[2] + 3)
             self.hist = counts if self.hist is None else self.hist + counts
-            self.above += binning.count_above(g, req.hist[1])
+            self.above += binning.count_above(g, req.hist[1], reuse=True)
         if req.hist2d_y is not None:
             low, high, ny = req.hist2d_y
             if fine is not None and self.nest is not None:
                 y = binning.coarse_categories(fine, req.hist[2], self.nest)  # type: ignore[index]
             else:
-                y = binning.dense_categories(g, low, high, ny)
+                y = binning.dense_categories(g, low, high, ny, reuse=True)
             joint = binning.dense_counts_2d(self.x_idx, y, req.hist2d_x[2], ny)  # type: ignore[arg-type,index]
             self.joint = joint if self.joint is None else self.joint + joint
-            self.above_y += binning.count_above(g, high)
+            self.above_y += binning.count_above(g, high, reuse=True)
 
     def add_categories(self, counts: Tensor, above: Tensor) -> None:
         """1-D category counts obtained without forming the elements."""
@@ -165,8 +165,16 @@ def _linear(module: nn.Linear, a: Tensor, d: Tensor, names: list[str], req: Laye
                 if quick is not None:
                     acc.add_categories(*quick)
             if req.centered or req.hist2d_y is not None or (req.hist is not None and quick is None):
+                dtype = torch.promote_types(d.dtype, a.dtype)
+                reuse = d.shape[1] * a.shape[1] <= BIN_ELEMENTS
                 for blk in _blocks(batch, d.shape[1] * a.shape[1], BIN_ELEMENTS):
-                    g = (d[blk].unsqueeze(2) * a[blk].unsqueeze(1)).reshape(blk.stop - blk.start, -1)
+                    rows = blk.stop - blk.start
+                    shape = (rows, d.shape[1], a.shape[1])
+                    # a reused buffer unless one sample alone is larger than a bin block
+                    outer = (
+                        binning.scratch("outer", shape, dtype, d.device) if reuse else d.new_empty(shape, dtype=dtype)
+                    )
+                    g = torch.mul(d[blk].unsqueeze(2), a[blk].unsqueeze(1), out=outer).view(rows, -1)
                     acc.add(g, hist=quick is None)
                     del g
             acc.finish(res, batch)
