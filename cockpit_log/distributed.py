@@ -180,11 +180,35 @@ def _moments(m: Moments | None) -> list[float] | None:
     return m.packed() if m is not None else None
 
 
-def _param_sizes(params: Mapping[str, nn.Parameter]) -> dict[str, int]:
-    return {n: p.numel() for n, p in params.items()}
-
-
 # ---------------------------------------------------------------------------------------- one step
+@dataclass
+class _Local:
+    """What this process knows before the reduction: its batch size and its own problems."""
+
+    batch: float
+    per_sample_problem: str | None
+    diag_problem: str | None
+    eigen_problem: str | None
+
+
+def _local_state(stats: StepStatistics) -> _Local:
+    needs = stats.needs
+    batch = stats.batch_size
+    if batch is None and stats.individual_losses is not None:
+        batch = int(stats.individual_losses.shape[0])
+    diag_problem = None
+    if needs.diagonals:
+        diag_problem = stats.curvature_problems.get("diagonals") or (
+            None if stats.diagonals else "no curvature diagonal was computed"
+        )
+    return _Local(
+        batch=float(batch or 0),
+        per_sample_problem=stats.per_sample_problem() if needs.per_sample else None,
+        diag_problem=diag_problem,
+        eigen_problem=stats.curvature_problems.get("eigen") if needs.max_ev is not None else None,
+    )
+
+
 def reduce_step(
     stats: StepStatistics,
     collective: Collective,
@@ -199,104 +223,136 @@ def reduce_step(
     local moments of Alpha's start point from the previous step; ``diagnostics`` local values to
     gather per process (returned as ``{name: [value of rank 0, rank 1, ...]}``).
     """
+    local = _local_state(stats)
+    g64 = {n: grads[n].detach().reshape(-1).to(torch.float64) for n in params}
+    pack = _Packer(next(iter(params.values())).device)
+    _pack_header(pack, stats, local, g64, carry)
+    _pack_losses_and_slopes(pack, stats, local, carry)
+    if stats.needs.per_sample:
+        _pack_per_sample(pack, stats, local, params, g64)
+    _pack_diagonals(pack, stats, local, params)
+    keys = sorted(diagnostics or {})
+    for key in keys:
+        slots = [0.0] * collective.world_size
+        slots[collective.rank] = float((diagnostics or {})[key])
+        pack.add(f"rank/{key}", slots, collective.world_size)
+
+    red = pack.reduce(collective)
+    _apply(stats, red, local, params, g64, collective.world_size)
+    return {key: red[f"rank/{key}"].tolist() for key in keys}
+
+
+def _pack_header(
+    pack: _Packer,
+    stats: StepStatistics,
+    local: _Local,
+    g64: Mapping[str, Tensor],
+    carry: tuple[Moments, Moments] | None,
+) -> None:
+    """Batch sizes, problem flags (counted over processes) and the gradient check, in ``HEADER`` order."""
     needs = stats.needs
-    names = list(params)
-    sizes = _param_sizes(params)
-    device = next(iter(params.values())).device
-    pack = _Packer(device)
-    world, rank = collective.world_size, collective.rank
-
-    local_batch = stats.batch_size
-    if local_batch is None and stats.individual_losses is not None:
-        local_batch = int(stats.individual_losses.shape[0])
-    b = float(local_batch or 0)
-    per_sample_problem = stats.per_sample_problem() if needs.per_sample else None
-    diag_problem = None
-    if needs.diagonals:
-        diag_problem = stats.curvature_problems.get("diagonals") or (
-            None if stats.diagonals else "no curvature diagonal was computed"
-        )
-    eigen_problem = stats.curvature_problems.get("eigen") if needs.max_ev is not None else None
-    g64 = {n: grads[n].detach().reshape(-1).to(torch.float64) for n in names}
-
-    # (values stay on the device until the one all-reduce: no host sync per tensor)
+    b = local.batch
+    # values stay on the device until the one all-reduce: no host sync per tensor
     grad_dot: Tensor | float = 0.0
-    if needs.per_sample and per_sample_problem is None:
+    if needs.per_sample and local.per_sample_problem is None:
         grad_dot = b * sum(torch.dot(_f64(stats.params[n].batch_grad), g64[n]) for n in stats.params)
     header: dict[str, Tensor | float] = {
         "ranks": 1.0,
         "batch": b,
         "batch_sq": b * b,
-        "per_sample_problem": float(per_sample_problem is not None),
-        "diag_problem": float(diag_problem is not None),
-        "eigen_problem": float(eigen_problem is not None),
+        "per_sample_problem": float(local.per_sample_problem is not None),
+        "diag_problem": float(local.diag_problem is not None),
+        "eigen_problem": float(local.eigen_problem is not None),
         "loss_missing": float(needs.losses and stats.loss is None),
         "losses_missing": float(needs.losses and stats.individual_losses is None),
         "end_missing": float(needs.end_slopes and stats.end_slopes is None),
         "start_missing": float(needs.end_slopes and carry is None),
         "grad_dot": grad_dot,
     }
-    values = [torch.as_tensor(header[k], dtype=torch.float64).to(device) for k in HEADER]
+    values = [torch.as_tensor(header[k], dtype=torch.float64).to(pack.device) for k in HEADER]
     pack.add("header", torch.stack(values), len(HEADER))
 
+
+def _pack_losses_and_slopes(
+    pack: _Packer, stats: StepStatistics, local: _Local, carry: tuple[Moments, Moments] | None
+) -> None:
+    """The loss and the moments Alpha reads (individual losses, slopes at both ends)."""
+    needs = stats.needs
     if needs.losses:
-        pack.add("loss", b * stats.loss.detach() if stats.loss is not None else None, 1)
+        pack.add("loss", local.batch * stats.loss.detach() if stats.loss is not None else None, 1)
         pack.add("losses", _moments(stats.loss_moments()), PACKED_SIZE)
     if needs.end_slopes:
         pack.add("end", _moments(stats.end_slope_moments()), PACKED_SIZE)
         pack.add("start_losses", carry[0].packed() if carry else None, PACKED_SIZE)
         pack.add("start_slopes", carry[1].packed() if carry else None, PACKED_SIZE)
 
-    ok = per_sample_problem is None
-    local = stats.params
-    if needs.per_sample:
-        if needs.sample_sq_norms or needs.centered_sq:
-            sq = torch.stack([_f64(local[n].sample_sq_norms).sum() for n in names]) if ok else None
-            pack.add("sq_norms", sq, len(names))
-        if needs.sample_dots:
-            dots: Tensor | None = None
-            if ok:
-                current = {n: p.detach() for n, p in params.items()}
-                slopes = stats.slopes({n: grads[n].detach() for n in names}, current)
-                if slopes is not None:
-                    d = slopes.to(torch.float64)
-                    dots = torch.stack([d.square().sum(), d.sum()])
-            pack.add("dots", dots, 2)
-        for n in names:
-            st = local.get(n) if ok else None
-            if needs.centered_sq_elementwise:
-                value = None
-                if st is not None:
-                    shift = _f64(st.batch_grad) - g64[n]
-                    value = _f64(st.centered_sq) + b * shift * shift
-                pack.add(f"centered/{n}", value, sizes[n])
-            if needs.second_moment:
-                pack.add(f"second/{n}", None if st is None else st.second_moment, sizes[n])
-            if needs.hist is not None:
-                bins = needs.hist.bins
-                value = None if st is None else torch.cat([st.hist.reshape(-1), st.hist_extra.reshape(-1)])
-                pack.add(f"hist/{n}", value, bins + 3)
-            if needs.hist2d is not None:
-                nx, ny = needs.hist2d.x.bins, needs.hist2d.y.bins
-                value = None if st is None else torch.cat([st.hist2d.reshape(-1), st.hist2d_extra.reshape(-1)])
-                pack.add(f"hist2d/{n}", value, nx * ny + 5)
-    kinds = sorted(needs.diagonals, key=str)
-    for kind in kinds:
-        diag = stats.diagonals.get(kind, {}) if diag_problem is None else {}
-        for n in names:
-            d = diag.get(n)
-            pack.add(f"diag/{kind}/{n}", None if d is None else _f64(d) * b, sizes[n])
-    diag_names = sorted(diagnostics or {})
-    for key in diag_names:
-        slots = [0.0] * world
-        slots[rank] = float((diagnostics or {})[key])
-        pack.add(f"rank/{key}", slots, world)
 
-    red = pack.reduce(collective)
+def _pack_per_sample(
+    pack: _Packer,
+    stats: StepStatistics,
+    local: _Local,
+    params: Mapping[str, nn.Parameter],
+    g64: Mapping[str, Tensor],
+) -> None:
+    """Norms, dot products with the averaged ``g_B``, element-wise sums and histogram counts."""
+    needs = stats.needs
+    names = list(params)
+    ok = local.per_sample_problem is None
+    own = stats.params
+    if needs.sample_sq_norms or needs.centered_sq:
+        sq = torch.stack([_f64(own[n].sample_sq_norms).sum() for n in names]) if ok else None
+        pack.add("sq_norms", sq, len(names))
+    if needs.sample_dots:
+        dots: Tensor | None = None
+        if ok:
+            current = {n: p.detach() for n, p in params.items()}
+            slopes = stats.slopes({n: g.view(params[n].shape).to(params[n].dtype) for n, g in g64.items()}, current)
+            if slopes is not None:
+                d = slopes.to(torch.float64)
+                dots = torch.stack([d.square().sum(), d.sum()])
+        pack.add("dots", dots, 2)
+    for n in names:
+        st = own.get(n) if ok else None
+        size = params[n].numel()
+        if needs.centered_sq_elementwise:
+            value = None
+            if st is not None:
+                shift = _f64(st.batch_grad) - g64[n]
+                value = _f64(st.centered_sq) + local.batch * shift * shift
+            pack.add(f"centered/{n}", value, size)
+        if needs.second_moment:
+            pack.add(f"second/{n}", None if st is None else st.second_moment, size)
+        if needs.hist is not None:
+            value = None if st is None else torch.cat([st.hist.reshape(-1), st.hist_extra.reshape(-1)])
+            pack.add(f"hist/{n}", value, needs.hist.bins + 3)
+        if needs.hist2d is not None:
+            value = None if st is None else torch.cat([st.hist2d.reshape(-1), st.hist2d_extra.reshape(-1)])
+            pack.add(f"hist2d/{n}", value, needs.hist2d.x.bins * needs.hist2d.y.bins + 5)
+
+
+def _pack_diagonals(pack: _Packer, stats: StepStatistics, local: _Local, params: Mapping[str, nn.Parameter]) -> None:
+    """``b_r diag(H_r)`` per curvature kind and parameter."""
+    for kind in sorted(stats.needs.diagonals, key=str):
+        diag = stats.diagonals.get(kind, {}) if local.diag_problem is None else {}
+        for n, p in params.items():
+            d = diag.get(n)
+            pack.add(f"diag/{kind}/{n}", None if d is None else _f64(d) * local.batch, p.numel())
+
+
+def _apply(
+    stats: StepStatistics,
+    red: dict[str, Tensor],
+    local: _Local,
+    params: Mapping[str, nn.Parameter],
+    g64: dict[str, Tensor],
+    world: int,
+) -> None:
+    """Put the global sums in place of the local statistics (and the problems of any process)."""
+    needs = stats.needs
     head = dict(zip(HEADER, red["header"].tolist()))
     total = head["batch"]
     batch = int(round(total))
-    stats.totals = GlobalTotals(batch_size=batch)
+    totals = stats.totals = GlobalTotals(batch_size=batch)
     stats.batch_size = batch
     stats._network.clear()
     if batch and abs(world * head["batch_sq"] - total * total) > 0.5:
@@ -304,31 +360,28 @@ def reduce_step(
             f"the local batch sizes differ across the {world} processes at this step (global batch {batch}), "
             "so DDP's averaged gradient is not the global mean; no readings are written for such steps"
         )
-
     if needs.losses:
         stats.loss = None
         if head["loss_missing"] == 0 and total:
             stats.loss = torch.tensor(float(red["loss"][0]) / total, dtype=torch.float64)
-        stats.totals.losses = Moments.from_packed(red["losses"]) if head["losses_missing"] == 0 else None
+        totals.losses = Moments.from_packed(red["losses"]) if head["losses_missing"] == 0 else None
     if needs.end_slopes:
-        stats.totals.end_slopes = Moments.from_packed(red["end"]) if head["end_missing"] == 0 else None
+        totals.end_slopes = Moments.from_packed(red["end"]) if head["end_missing"] == 0 else None
         if head["start_missing"] == 0:
-            stats.totals.start = (Moments.from_packed(red["start_losses"]), Moments.from_packed(red["start_slopes"]))
-
+            totals.start = (Moments.from_packed(red["start_losses"]), Moments.from_packed(red["start_slopes"]))
     if needs.per_sample:
         if head["per_sample_problem"] > 0:
-            stats.problem = per_sample_problem or ANOTHER + "its per-sample statistics are unusable at this step"
+            stats.problem = local.per_sample_problem or ANOTHER + "its per-sample statistics are unusable at this step"
         else:
-            _apply_per_sample(stats, red, names, g64, params, head, total)
-    for kind in kinds:
+            _apply_per_sample(stats, red, list(params), g64, params, head, total)
+    for kind in sorted(needs.diagonals, key=str):
         if head["diag_problem"] > 0:
-            stats.curvature_problems["diagonals"] = diag_problem or ANOTHER + "its curvature diagonal failed"
+            stats.curvature_problems["diagonals"] = local.diag_problem or ANOTHER + "its curvature diagonal failed"
             stats.diagonals = {}
             break
-        stats.diagonals[kind] = {n: (red[f"diag/{kind}/{n}"] / total).reshape(params[n].shape) for n in names}
+        stats.diagonals[kind] = {n: (red[f"diag/{kind}/{n}"] / total).reshape(p.shape) for n, p in params.items()}
     if needs.max_ev is not None and head["eigen_problem"] > 0:
-        stats.curvature_problems["eigen"] = eigen_problem or ANOTHER + "the batch of this step was not captured"
-    return {key: red[f"rank/{key}"].tolist() for key in diag_names}
+        stats.curvature_problems["eigen"] = local.eigen_problem or ANOTHER + "the batch of this step was not captured"
 
 
 def _apply_per_sample(
