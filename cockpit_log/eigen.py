@@ -63,7 +63,10 @@ def lanczos_max_eigenvalue(
     """
     dim = start.numel()
     max_iter = max(1, min(max_iter, dim))
-    basis: list[Tensor] = [_unit(start.reshape(-1))]
+    v0 = _unit(start.reshape(-1))
+    # the Krylov basis as rows of one matrix, grown in chunks (no re-stacking of all rows per iteration)
+    basis = torch.empty(min(max_iter + 1, 16), dim, dtype=v0.dtype, device=v0.device)
+    basis[0] = v0
     alphas: list[float] = []
     betas: list[float] = []
     theta, residual = math.nan, math.nan
@@ -74,7 +77,7 @@ def lanczos_max_eigenvalue(
             return EigenResult(math.nan, k + 1, False, math.nan)
         alphas.append(alpha)
         # full reorthogonalisation against every basis vector (twice is enough, Kahan-Parlett)
-        stacked = torch.stack(basis)
+        stacked = basis[: k + 1]
         for _ in range(2):
             w = w - stacked.T @ (stacked @ w)
         beta = float(torch.linalg.vector_norm(w))
@@ -90,7 +93,11 @@ def lanczos_max_eigenvalue(
         if residual <= max(rtol * abs(theta), atol) or beta <= atol * 1e-6:
             return EigenResult(theta, k + 1, True, residual)
         betas.append(beta)
-        basis.append(w / beta)
+        if k + 1 >= basis.shape[0]:
+            grown = torch.empty(min(2 * basis.shape[0], max_iter + 1), dim, dtype=basis.dtype, device=basis.device)
+            grown[: basis.shape[0]] = basis
+            basis = grown
+        basis[k + 1] = w / beta
     return EigenResult(theta, max_iter, False, residual)
 
 
