@@ -127,8 +127,8 @@ class Cockpit:
         self._optimizer = optimizer
 
         # data-parallel: only the first process writes (the readings are those of the global batch)
-        writes = self._collective is None or self._collective.rank == 0
-        self.sinks = [GuardedSink(s, self._warn) for s in make_sinks(sink, sink_options)] if writes else []
+        made = make_sinks(sink, sink_options) if self._writes else []
+        self.sinks = [GuardedSink(s, self._warn) for s in made]
         self._memory = next((g.sink for g in self.sinks if isinstance(g.sink, MemorySink)), None)
         local = next((g.sink for g in self.sinks if isinstance(g.sink, LocalSink)), None)
         self.run_dir = local.run_dir if local is not None else None
@@ -159,6 +159,11 @@ class Cockpit:
     def rank(self) -> int:
         """This process's rank in a data-parallel run (0 otherwise); only rank 0 writes to sinks."""
         return self._collective.rank if self._collective is not None else 0
+
+    @property
+    def _writes(self) -> bool:
+        """Whether this process computes and writes records (all but ranks > 0 of a data-parallel run)."""
+        return self._collective is None or self._collective.rank == 0
 
     @property
     def communication(self) -> dict[str, int] | None:
@@ -503,8 +508,9 @@ class Cockpit:
             n: (p.grad.detach() / stats.grad_scale if p.grad is not None else torch.zeros_like(p))
             for n, p in self._params.items()
         }
-        if stats.needs.max_ev is not None and not self._curvature_ready(stats):
-            stats.curvature_problems.setdefault("eigen", self._curvature_problem(stats) or "")
+        problem = self._curvature_problem(stats) if stats.needs.max_ev is not None else None
+        if problem:
+            stats.curvature_problems.setdefault("eigen", problem)
         diagnostics = None
         if self._rank_diagnostics:
             diagnostics = {
@@ -512,21 +518,16 @@ class Cockpit:
                 "Loss": float(stats.loss) if stats.loss is not None else float("nan"),
                 "Time": time.perf_counter() - self._t0,
             }
-        local_batch = stats.batch_size or (
-            int(stats.individual_losses.shape[0]) if stats.individual_losses is not None else 0
-        )
         try:
             ranks = reduce_step(stats, collective, self._params, grads, self._carry, diagnostics)
         finally:
             self._carry = None
         stats.rank_values = ranks
+        totals = stats.totals
         if stats.needs.max_ev is not None and "eigen" not in stats.curvature_problems and not stats.skip_reason:
-            weight = local_batch / stats.batch_size if stats.batch_size else 0.0
+            weight = totals.local_batch / totals.batch_size if totals is not None and totals.batch_size else 0.0
             self._compute_curvature(stats, diagonals=False, combine=weighted_sum(collective, weight))
         stats.batch = None
-
-    def _curvature_ready(self, stats: StepStatistics) -> bool:
-        return self._curvature_problem(stats) is None
 
     def _curvature_problem(self, stats: StepStatistics) -> str | None:
         batch = stats.batch
@@ -618,7 +619,7 @@ class Cockpit:
                     self._carry = (Moments.of(losses), slopes)  # local; reduced with the next step
             if stats.skip_reason:
                 self._warn("skip-uneven", f"cockpit-log: step {step} skipped: {stats.skip_reason}")
-        writes = self._collective is None or self._collective.rank == 0
+        writes = self._writes
         for q in self.quantities:
             if stats.skip_reason or not writes:
                 break

@@ -352,7 +352,7 @@ def _apply(
     head = dict(zip(HEADER, red["header"].tolist()))
     total = head["batch"]
     batch = int(round(total))
-    totals = stats.totals = GlobalTotals(batch_size=batch)
+    totals = stats.totals = GlobalTotals(batch_size=batch, local_batch=int(local.batch))
     stats.batch_size = batch
     stats._network.clear()
     if batch and abs(world * head["batch_sq"] - total * total) > 0.5:

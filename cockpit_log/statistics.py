@@ -176,6 +176,8 @@ class GlobalTotals:
     """
 
     batch_size: int
+    #: this process's own share of the batch
+    local_batch: int = 0
     #: ``sum_n ||g_n,p||^2`` per parameter
     sq_norms: dict[str, float] = field(default_factory=dict)
     #: ``sum_n (g_n^T g_B)^2`` with the global ``g_B``
