@@ -87,12 +87,9 @@ class TICTrace(_DiagonalQuantity):
         if diag is None:
             return [nan_record(stats.step, self.name, problem or "")]
         batch = stats.batch_size or 0
-        per: dict[str, float] = {}
-        for n, d in diag.items():
-            trace = float(d.sum())
-            if trace != 0 and n in stats.params:
-                per[n] = stats.sq_norm_total(n) / batch / trace
-        trace = float(sum(float(d.sum()) for d in diag.values()))
+        traces = {n: float(d.sum()) for n, d in diag.items()}
+        per = {n: stats.sq_norm_total(n) / batch / t for n, t in traces.items() if t != 0 and n in stats.params}
+        trace = sum(traces.values())
         if trace == 0:
             return [Record(stats.step, self.name, math.nan, per, reason="the curvature trace is zero")]
         return [Record(stats.step, self.name, stats.sq_norm_total() / batch / trace, per)]
